@@ -288,7 +288,9 @@ impl BatchHeader {
             )));
         }
         if let Compression::Unknown(id) = self.compression() {
-            return Err(RecordError::Invalid(format!("unknown compression codec id {id}")));
+            return Err(RecordError::Invalid(format!(
+                "unknown compression codec id {id}"
+            )));
         }
         Ok(())
     }

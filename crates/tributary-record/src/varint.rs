@@ -38,7 +38,9 @@ fn get_varlong_bounded(buf: &mut &[u8], max_bytes: usize) -> Result<i64, RecordE
     let mut raw: u64 = 0;
     for i in 0..max_bytes {
         let Some((&byte, rest)) = buf.split_first() else {
-            return Err(RecordError::Invalid("varint runs past the end of the batch".into()));
+            return Err(RecordError::Invalid(
+                "varint runs past the end of the batch".into(),
+            ));
         };
         *buf = rest;
         raw |= u64::from(byte & 0x7f) << (7 * i);
@@ -46,7 +48,9 @@ fn get_varlong_bounded(buf: &mut &[u8], max_bytes: usize) -> Result<i64, RecordE
             return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
         }
     }
-    Err(RecordError::Invalid(format!("varint longer than {max_bytes} bytes")))
+    Err(RecordError::Invalid(format!(
+        "varint longer than {max_bytes} bytes"
+    )))
 }
 
 #[cfg(test)]

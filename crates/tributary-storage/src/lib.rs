@@ -1,1 +1,47 @@
-//! x
+//! The partition log: Tributary's storage engine.
+//!
+//! A partition's log is an ordered, append-only sequence of Kafka v2 record batches, addressed by
+//! 64-bit offsets that are dense at append and strictly increasing, split into segment files in
+//! one directory per partition:
+//!
+//! ```text
+//! <dir>/00000000000000000000.log        record batches, exactly as produced (plus offsets)
+//! <dir>/00000000000000000000.index      sparse offset index
+//! <dir>/00000000000000000000.timeindex  sparse time index
+//! <dir>/00000000000000004096.log        ... one triple per segment; the last is active
+//! <dir>/leader-epoch-checkpoint         epoch -> first offset (KIP-101)
+//! <dir>/log-checkpoint                  recovery point and log start offset
+//! <dir>/.clean-shutdown                 present only between a clean close and the next open
+//! ```
+//!
+//! Entry point: [`Log`]. A broker creates one [`LogResources`] (bounded file cache, clock) and
+//! opens a [`Log`] per partition with it.
+//!
+//! Architecture invariants:
+//! - The storage crate knows nothing about gRPC, tokio, replication or the coordinator: it is
+//!   synchronous file I/O behind `&self` methods.
+//! - A batch is written once and read back as the same bytes; only the leader's fields outside
+//!   the CRC (base offset, leader epoch) and, for log-append-time topics, the max timestamp are
+//!   patched at append.
+//! - Nothing is ever memory-mapped, and open files are bounded by the [`FileCache`].
+//! - No acknowledged, flushed batch is lost by recovery: only a torn or corrupt tail is cut.
+
+mod cache;
+mod checkpoint;
+mod config;
+mod epoch;
+mod error;
+mod format;
+mod index;
+mod log;
+mod segment;
+
+pub use cache::FileCache;
+pub use config::LogConfig;
+pub use epoch::{EPOCH_CHECKPOINT_FILE, EpochEndOffset};
+pub use error::{Result, StorageError};
+pub use format::FORMAT_VERSION;
+pub use log::{
+    AppendInfo, CLEAN_SHUTDOWN_FILE, Clock, Log, LogResources, ManualClock, OpenReport, ReadResult,
+    RetentionOutcome, SystemClock, TimestampOffset,
+};

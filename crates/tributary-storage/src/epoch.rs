@@ -1,0 +1,276 @@
+//! The leader-epoch cache: for each leader epoch, the first offset written in it (KIP-101).
+//!
+//! A follower that becomes one after a failover asks the new leader for the end offset of its
+//! own latest epoch and truncates beyond it, so replicas never diverge. The cache answers that
+//! question. It is checkpointed to `leader-epoch-checkpoint` in Kafka's text layout (a version
+//! line, a count line, then `epoch start_offset` lines) whenever it changes.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, StorageError};
+use crate::format::write_atomic;
+
+/// Version of the checkpoint layout (Kafka's is 0, and ours is the same layout).
+const CHECKPOINT_VERSION: u32 = 0;
+/// File name inside the partition directory.
+pub const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+
+/// The answer to "where does epoch E end?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEndOffset {
+    /// The largest epoch in the log at or below the one asked for; -1 if there is none.
+    pub leader_epoch: i32,
+    /// The first offset of the next higher epoch (or the log end offset when the epoch asked for
+    /// is the latest); -1 if there is none.
+    pub end_offset: i64,
+}
+
+impl EpochEndOffset {
+    /// Kafka's UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET answer.
+    pub const UNDEFINED: Self = Self {
+        leader_epoch: -1,
+        end_offset: -1,
+    };
+}
+
+#[derive(Debug)]
+pub(crate) struct EpochCache {
+    path: PathBuf,
+    /// (epoch, start offset), both strictly increasing.
+    entries: Vec<(i32, i64)>,
+}
+
+impl EpochCache {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(EPOCH_CHECKPOINT_FILE);
+        let entries = match std::fs::read_to_string(&path) {
+            Ok(text) => parse(&path, &text)?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(StorageError::io("read", &path, err)),
+        };
+        Ok(Self { path, entries })
+    }
+
+    pub fn entries(&self) -> &[(i32, i64)] {
+        &self.entries
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.entries.last().map(|&(epoch, _)| epoch)
+    }
+
+    /// Records that `epoch` starts at `start_offset`, if it is newer than the latest epoch.
+    /// Returns whether the cache changed (and was checkpointed).
+    pub fn assign(&mut self, epoch: i32, start_offset: i64) -> Result<bool> {
+        if epoch < 0 {
+            return Ok(false);
+        }
+        match self.entries.last() {
+            Some(&(latest, _)) if epoch <= latest => return Ok(false),
+            _ => {}
+        }
+        // An epoch that starts at or before an older one's start replaces it (that older epoch
+        // wrote nothing that survived).
+        while let Some(&(_, start)) = self.entries.last() {
+            if start >= start_offset {
+                self.entries.pop();
+            } else {
+                break;
+            }
+        }
+        self.entries.push((epoch, start_offset));
+        self.checkpoint()?;
+        Ok(true)
+    }
+
+    pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> EpochEndOffset {
+        match self.entries.last() {
+            None => return EpochEndOffset::UNDEFINED,
+            Some(&(latest, _)) if epoch == latest => {
+                return EpochEndOffset {
+                    leader_epoch: latest,
+                    end_offset: log_end_offset,
+                };
+            }
+            _ => {}
+        }
+        // The first epoch above the one asked for starts where it ends.
+        let above = self.entries.partition_point(|&(e, _)| e <= epoch);
+        if above == 0 {
+            // Older than everything we know.
+            return EpochEndOffset::UNDEFINED;
+        }
+        let (floor_epoch, _) = self.entries[above - 1];
+        let end_offset = self
+            .entries
+            .get(above)
+            .map_or(log_end_offset, |&(_, start)| start);
+        EpochEndOffset {
+            leader_epoch: floor_epoch,
+            end_offset,
+        }
+    }
+
+    /// Forgets epochs that start at or after `end_offset` (the log was truncated there).
+    pub fn truncate_from_end(&mut self, end_offset: i64) -> Result<()> {
+        let before = self.entries.len();
+        self.entries.retain(|&(_, start)| start < end_offset);
+        if self.entries.len() != before {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Drops epochs wholly before `start_offset`; the newest of them now starts there.
+    pub fn truncate_from_start(&mut self, start_offset: i64) -> Result<()> {
+        let below = self
+            .entries
+            .partition_point(|&(_, start)| start <= start_offset);
+        if below == 0 {
+            return Ok(());
+        }
+        let (epoch, start) = self.entries[below - 1];
+        if below == 1 && start == start_offset {
+            return Ok(());
+        }
+        self.entries.drain(..below - 1);
+        self.entries[0] = (epoch, start.max(start_offset));
+        self.checkpoint()
+    }
+
+    /// Replaces every entry (after a rebuild from the batches themselves).
+    pub fn replace(&mut self, entries: Vec<(i32, i64)>) -> Result<()> {
+        if entries != self.entries {
+            self.entries = entries;
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let mut text = format!("{CHECKPOINT_VERSION}\n{}\n", self.entries.len());
+        for (epoch, start) in &self.entries {
+            text.push_str(&format!("{epoch} {start}\n"));
+        }
+        write_atomic(&self.path, text.as_bytes())
+    }
+}
+
+fn parse(path: &Path, text: &str) -> Result<Vec<(i32, i64)>> {
+    let corrupt = |line: usize, reason: String| StorageError::corrupt(path, line as u64, reason);
+    let mut lines = text.lines();
+    let version: u32 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| corrupt(1, "missing version line".into()))?;
+    if version != CHECKPOINT_VERSION {
+        return Err(StorageError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: version,
+            supported: CHECKPOINT_VERSION,
+        });
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| corrupt(2, "missing entry count line".into()))?;
+    let mut entries = Vec::with_capacity(count.min(1 << 16));
+    for (i, line) in lines.enumerate() {
+        let mut fields = line.split_whitespace();
+        let entry = match (fields.next(), fields.next(), fields.next()) {
+            (Some(epoch), Some(start), None) => {
+                epoch.parse::<i32>().ok().zip(start.parse::<i64>().ok())
+            }
+            _ => None,
+        };
+        let (epoch, start) = entry.ok_or_else(|| corrupt(i + 3, format!("bad entry {line:?}")))?;
+        if let Some(&(prev_epoch, prev_start)) = entries.last()
+            && (epoch <= prev_epoch || start < prev_start)
+        {
+            return Err(corrupt(i + 3, format!("entry {line:?} does not increase")));
+        }
+        entries.push((epoch, start));
+    }
+    if entries.len() != count {
+        return Err(corrupt(
+            2,
+            format!("{count} entries announced, {} found", entries.len()),
+        ));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_offsets_follow_kip_279() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = EpochCache::load(dir.path()).unwrap();
+        assert_eq!(cache.end_offset_for(0, 0), EpochEndOffset::UNDEFINED);
+        cache.assign(1, 0).unwrap();
+        cache.assign(3, 10).unwrap();
+        cache.assign(5, 25).unwrap();
+        assert!(!cache.assign(4, 30).unwrap(), "older epochs are ignored");
+        let at = |epoch| cache.end_offset_for(epoch, 40);
+        assert_eq!(at(0), EpochEndOffset::UNDEFINED);
+        assert_eq!(
+            at(1),
+            EpochEndOffset {
+                leader_epoch: 1,
+                end_offset: 10
+            }
+        );
+        assert_eq!(
+            at(2),
+            EpochEndOffset {
+                leader_epoch: 1,
+                end_offset: 10
+            }
+        );
+        assert_eq!(
+            at(4),
+            EpochEndOffset {
+                leader_epoch: 3,
+                end_offset: 25
+            }
+        );
+        assert_eq!(
+            at(5),
+            EpochEndOffset {
+                leader_epoch: 5,
+                end_offset: 40
+            }
+        );
+        assert_eq!(
+            at(9),
+            EpochEndOffset {
+                leader_epoch: 5,
+                end_offset: 40
+            }
+        );
+
+        let reloaded = EpochCache::load(dir.path()).unwrap();
+        assert_eq!(reloaded.entries(), &[(1, 0), (3, 10), (5, 25)]);
+
+        cache.truncate_from_end(25).unwrap();
+        assert_eq!(cache.entries(), &[(1, 0), (3, 10)]);
+        cache.truncate_from_start(12).unwrap();
+        assert_eq!(cache.entries(), &[(3, 12)]);
+    }
+
+    #[test]
+    fn corrupt_checkpoints_are_refused_with_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EPOCH_CHECKPOINT_FILE);
+        std::fs::write(&path, "0\n2\n1 0\n").unwrap();
+        let err = EpochCache::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("2 entries announced, 1 found"), "{err}");
+        std::fs::write(&path, "7\n0\n").unwrap();
+        assert!(matches!(
+            EpochCache::load(dir.path()),
+            Err(StorageError::UnsupportedFormat { found: 7, .. })
+        ));
+    }
+}

@@ -1,0 +1,774 @@
+//! A segment: one data file of record batches plus its sparse offset and time indexes.
+//!
+//! The active segment takes appends and keeps its indexes in memory; sealed segments are
+//! immutable and are searched in their index files. A segment's files are opened through the
+//! shared [`FileCache`], so an idle segment holds no descriptor.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tributary_record::{BATCH_HEADER_LEN, BatchHeader, NO_TIMESTAMP, verify_batch};
+
+use crate::cache::{FileCache, SegmentFiles};
+use crate::error::{Result, StorageError, io_err};
+use crate::format::{
+    FILE_HEADER_LEN, FileKind, check_file_header, create_with_header, segment_path,
+};
+use crate::index::{
+    OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry, floor_entry, read_offset_index,
+    read_time_index, search_offset_index_file, write_offset_index, write_time_index,
+};
+
+/// Bytes read at a time when scanning a segment during recovery.
+const SCAN_CHUNK_BYTES: usize = 4 << 20;
+
+/// In-memory indexes of the active segment.
+#[derive(Debug, Default)]
+pub(crate) struct ActiveIndexes {
+    offsets: Vec<OffsetEntry>,
+    times: Vec<TimeEntry>,
+    bytes_since_entry: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// Key of this segment's files in the [`FileCache`].
+    pub id: u64,
+    pub base_offset: i64,
+    /// Bytes of the data file, header included; only whole batches lie below it.
+    pub size: u64,
+    /// Offset after the last batch (the next segment's base offset for sealed segments opened
+    /// after a clean shutdown, which is the same unless compaction left a gap).
+    pub next_offset: i64,
+    /// Largest batch max timestamp, or [`NO_TIMESTAMP`].
+    pub max_timestamp: i64,
+    /// When the segment was created (ms since the epoch, wall clock): what `segment.ms` is
+    /// measured from. Kafka measures from the first batch's timestamp instead, which makes a
+    /// producer with old timestamps roll a segment on every append; we use the broker's clock.
+    pub created_ms: i64,
+    /// Entries in the offset index file (sealed segments).
+    index_entries: u64,
+    pub active: Option<ActiveIndexes>,
+    log_path: PathBuf,
+    index_path: PathBuf,
+    time_index_path: PathBuf,
+}
+
+/// Where a scan of a segment stopped.
+#[derive(Debug)]
+pub(crate) struct ScanEnd {
+    /// Bytes of valid batches from the start of the file.
+    pub valid_len: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub damage: Option<String>,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            segment_path(dir, base_offset, FileKind::Log),
+            segment_path(dir, base_offset, FileKind::OffsetIndex),
+            segment_path(dir, base_offset, FileKind::TimeIndex),
+        )
+    }
+
+    fn blank(dir: &Path, base_offset: i64, size: u64, active: bool, cache: &FileCache) -> Self {
+        let (log_path, index_path, time_index_path) = Self::paths(dir, base_offset);
+        Self {
+            id: cache.new_id(),
+            base_offset,
+            size,
+            next_offset: base_offset,
+            max_timestamp: NO_TIMESTAMP,
+            created_ms: 0,
+            index_entries: 0,
+            active: active.then(ActiveIndexes::default),
+            log_path,
+            index_path,
+            time_index_path,
+        }
+    }
+
+    /// Creates a new, empty active segment.
+    pub fn create(dir: &Path, base_offset: i64, cache: &FileCache) -> Result<Self> {
+        let segment = Self::blank(dir, base_offset, FILE_HEADER_LEN, true, cache);
+        create_with_header(&segment.log_path, FileKind::Log)?;
+        // Stale index files of an earlier segment with this base offset must not be trusted.
+        remove_if_exists(&segment.index_path)?;
+        remove_if_exists(&segment.time_index_path)?;
+        Ok(segment)
+    }
+
+    /// Opens a sealed segment written before a clean shutdown, without reading its data:
+    /// `next_offset` is the next segment's base offset.
+    pub fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        next_offset: i64,
+        cache: &FileCache,
+    ) -> Result<Self> {
+        let size = file_len(&segment_path(dir, base_offset, FileKind::Log))?;
+        let mut segment = Self::blank(dir, base_offset, size, false, cache);
+        segment.next_offset = next_offset;
+        match (segment.index_file_entries(), segment.last_time_entry()) {
+            (Ok(entries), Ok(last_time)) => {
+                segment.index_entries = entries;
+                segment.max_timestamp = last_time.map_or(NO_TIMESTAMP, |e| e.timestamp);
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(segment = %segment.log_path.display(), error = %err, "index unusable, rebuilding it from the data file");
+                segment.rebuild_indexes(cache, u32::MAX)?;
+            }
+        }
+        Ok(segment)
+    }
+
+    /// Opens the last segment after a clean shutdown as the active one: loads its indexes and
+    /// scans only the data after the last index entry. Anything malformed there is truncated.
+    pub fn open_active(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        cache: &FileCache,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(Self, ScanEnd)> {
+        let size = file_len(&segment_path(dir, base_offset, FileKind::Log))?;
+        let mut segment = Self::blank(dir, base_offset, size, true, cache);
+        let indexes = read_offset_index(&segment.index_path, size).and_then(|offsets| {
+            let times = read_time_index(&segment.time_index_path)?;
+            Ok((offsets, times))
+        });
+        let start = match indexes {
+            Ok((offsets, times)) if !offsets.is_empty() => {
+                let last = *offsets.last().expect("not empty");
+                let active = segment.active.as_mut().expect("active");
+                active.offsets = offsets;
+                // Keep only time entries at or before the resume point: later ones are rebuilt.
+                // Time entries up to the resume point cover every batch before it.
+                active.times = times
+                    .into_iter()
+                    .filter(|t| t.relative_offset <= last.relative_offset)
+                    .collect();
+                segment.max_timestamp = active.times.last().map_or(NO_TIMESTAMP, |t| t.timestamp);
+                // The batch at the last entry is scanned again and indexed again.
+                active.offsets.pop();
+                active.bytes_since_entry = u64::from(index_interval_bytes);
+                u64::from(last.position)
+            }
+            Ok(_) => FILE_HEADER_LEN,
+            Err(err) => {
+                tracing::warn!(segment = %segment.log_path.display(), error = %err, "active segment index unusable, rebuilding it");
+                FILE_HEADER_LEN
+            }
+        };
+        let end = segment.recover_from(start, index_interval_bytes, cache, on_batch)?;
+        Ok((segment, end))
+    }
+
+    /// Opens any segment by scanning its whole data file: rebuilds both indexes, truncates a
+    /// torn or corrupt tail, and leaves the segment active (the caller seals it if it is not
+    /// the last one).
+    pub fn recover(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+        cache: &FileCache,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(Self, ScanEnd)> {
+        let size = file_len(&segment_path(dir, base_offset, FileKind::Log))?;
+        let mut segment = Self::blank(dir, base_offset, size, true, cache);
+        let end = segment.recover_from(FILE_HEADER_LEN, index_interval_bytes, cache, on_batch)?;
+        Ok((segment, end))
+    }
+
+    /// Scans from `start` to the end of the data file, indexing every valid batch; truncates
+    /// the file at the first invalid one.
+    fn recover_from(
+        &mut self,
+        start: u64,
+        index_interval_bytes: u32,
+        cache: &FileCache,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<ScanEnd> {
+        let files = self.files(cache)?;
+        check_file_header(&files.log, &self.log_path, FileKind::Log)?;
+        let file_len = self.size;
+        let base_offset = self.base_offset;
+        let mut next_offset = self.next_offset;
+        let mut batches = Vec::new();
+        let end = scan_batches(
+            &files.log,
+            &self.log_path,
+            start,
+            file_len,
+            &mut |header, position| {
+                if header.base_offset < next_offset {
+                    return Err(format!(
+                        "batch at offset {} after offsets up to {}",
+                        header.base_offset,
+                        next_offset - 1
+                    ));
+                }
+                if header.last_offset() - base_offset > i64::from(u32::MAX) {
+                    return Err(format!(
+                        "offset {} too far from the segment's base offset {base_offset}",
+                        header.last_offset()
+                    ));
+                }
+                next_offset = header.next_offset();
+                batches.push((*header, position));
+                Ok(())
+            },
+        )?;
+        for (header, position) in &batches {
+            self.index_batch(header, *position, index_interval_bytes);
+            on_batch(header);
+        }
+        if let Some(reason) = &end.damage {
+            tracing::warn!(
+                segment = %self.log_path.display(),
+                position = end.valid_len,
+                discarded_bytes = file_len - end.valid_len,
+                reason = %reason,
+                "truncating a torn or corrupt segment tail"
+            );
+            files
+                .log
+                .set_len(end.valid_len)
+                .map_err(io_err("truncate", &self.log_path))?;
+            files
+                .log
+                .sync_all()
+                .map_err(io_err("fsync", &self.log_path))?;
+        }
+        self.size = end.valid_len;
+        Ok(end)
+    }
+
+    /// Records a batch just written at `position` in the in-memory indexes and metadata.
+    pub fn index_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u32) {
+        let relative_offset = (header.base_offset - self.base_offset) as u32;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        self.next_offset = header.next_offset();
+        self.size = self.size.max(position + header.total_len() as u64);
+        let max_timestamp = self.max_timestamp;
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        if active.bytes_since_entry >= u64::from(index_interval_bytes) {
+            active.offsets.push(OffsetEntry {
+                relative_offset,
+                position: position as u32,
+            });
+            if active
+                .times
+                .last()
+                .is_none_or(|t| max_timestamp > t.timestamp)
+            {
+                active.times.push(TimeEntry {
+                    timestamp: max_timestamp,
+                    relative_offset,
+                });
+            }
+            active.bytes_since_entry = 0;
+        }
+        active.bytes_since_entry += header.total_len() as u64;
+    }
+
+    /// This segment's open files (through the cache).
+    pub fn files(&self, cache: &FileCache) -> Result<Arc<SegmentFiles>> {
+        cache.get_or_open(self.id, || {
+            let writable = self.active.is_some();
+            let log = OpenOptions::new()
+                .read(true)
+                .write(writable)
+                .open(&self.log_path)
+                .map_err(io_err("open", &self.log_path))?;
+            let index = if writable {
+                None
+            } else {
+                let file =
+                    File::open(&self.index_path).map_err(io_err("open", &self.index_path))?;
+                Some((file, self.index_entries))
+            };
+            Ok(SegmentFiles { log, index })
+        })
+    }
+
+    /// Writes `bytes` (whole, validated batches) at the end of the data file. On failure the
+    /// file is cut back so no partial batch remains.
+    pub fn write(&mut self, cache: &FileCache, bytes: &[u8]) -> Result<u64> {
+        let files = self.files(cache)?;
+        let position = self.size;
+        if let Err(err) = files.log.write_all_at(bytes, position) {
+            let err = StorageError::io("append to", &self.log_path, err);
+            // Best effort: the size we track already excludes the partial write, and recovery
+            // would cut it anyway; trimming now keeps the file clean for a retry.
+            let _ = files.log.set_len(position);
+            return Err(err);
+        }
+        Ok(position)
+    }
+
+    /// Makes the data file durable.
+    pub fn flush(&self, cache: &FileCache) -> Result<()> {
+        let files = self.files(cache)?;
+        files
+            .log
+            .sync_data()
+            .map_err(io_err("fsync", &self.log_path))
+    }
+
+    /// Writes the active segment's indexes to their files (not fsynced; they can be rebuilt).
+    pub fn write_indexes(&self) -> Result<()> {
+        if let Some(active) = &self.active {
+            write_offset_index(&self.index_path, &active.offsets)?;
+            write_time_index(&self.time_index_path, &active.times)?;
+        }
+        Ok(())
+    }
+
+    /// Turns the active segment into a sealed one: a final time-index entry carries the
+    /// segment's max timestamp, both indexes and the data are written and fsynced.
+    pub fn seal(&mut self, cache: &FileCache) -> Result<()> {
+        let Some(mut active) = self.active.take() else {
+            return Ok(());
+        };
+        if self.max_timestamp != NO_TIMESTAMP
+            && active
+                .times
+                .last()
+                .is_none_or(|t| self.max_timestamp > t.timestamp)
+        {
+            let relative_offset = active
+                .offsets
+                .last()
+                .map_or(0, |e| e.relative_offset)
+                .max(active.times.last().map_or(0, |t| t.relative_offset));
+            active.times.push(TimeEntry {
+                timestamp: self.max_timestamp,
+                relative_offset,
+            });
+        }
+        let index = write_offset_index(&self.index_path, &active.offsets)?;
+        let times = write_time_index(&self.time_index_path, &active.times)?;
+        index
+            .sync_all()
+            .map_err(io_err("fsync", &self.index_path))?;
+        times
+            .sync_all()
+            .map_err(io_err("fsync", &self.time_index_path))?;
+        self.flush(cache)?;
+        self.index_entries = active.offsets.len() as u64;
+        // Reopen read-only, with the index file.
+        cache.invalidate(self.id);
+        Ok(())
+    }
+
+    /// Position of the last indexed batch at or before `offset` (a lower bound for its batch).
+    fn index_floor(&self, files: &SegmentFiles, offset: i64) -> Result<u64> {
+        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let entry = match (&self.active, &files.index) {
+            (Some(active), _) => floor_entry(&active.offsets, u64::from(relative), |e| {
+                u64::from(e.relative_offset)
+            }),
+            (None, Some((file, entries))) => {
+                search_offset_index_file(file, &self.index_path, *entries, relative)?
+            }
+            (None, None) => None,
+        };
+        Ok(entry.map_or(FILE_HEADER_LEN, |e| u64::from(e.position)))
+    }
+
+    /// Walks batch headers from the index floor of `offset` to the first batch whose last
+    /// offset is at least `offset`; returns its position and header, or `None` past the end.
+    fn locate(&self, files: &SegmentFiles, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+        let mut position = self.index_floor(files, offset)?;
+        let mut buf = [0u8; BATCH_HEADER_LEN];
+        while position < self.size {
+            let header = self.read_header(files, position, &mut buf)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    fn read_header(
+        &self,
+        files: &SegmentFiles,
+        position: u64,
+        buf: &mut [u8; BATCH_HEADER_LEN],
+    ) -> Result<BatchHeader> {
+        if position + BATCH_HEADER_LEN as u64 > self.size {
+            return Err(StorageError::corrupt(
+                &self.log_path,
+                position,
+                "batch header crosses the end of the segment",
+            ));
+        }
+        files
+            .log
+            .read_exact_at(buf, position)
+            .map_err(io_err("read", &self.log_path))?;
+        let header = BatchHeader::parse(buf)
+            .map_err(|err| StorageError::corrupt(&self.log_path, position, err.to_string()))?;
+        if position + header.total_len() as u64 > self.size {
+            return Err(StorageError::corrupt(
+                &self.log_path,
+                position,
+                "batch crosses the end of the segment",
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes` (at
+    /// least one whole batch if `min_one_batch`), none whose base offset reaches `limit_offset`.
+    /// Returns `None` if the segment has no batch at or after `offset` below the limit.
+    pub fn read(
+        &self,
+        cache: &FileCache,
+        offset: i64,
+        max_bytes: usize,
+        limit_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<(Bytes, i64, i64)>> {
+        let files = self.files(cache)?;
+        let Some((start, first)) = self.locate(&files, offset)? else {
+            return Ok(None);
+        };
+        if first.base_offset >= limit_offset {
+            return Ok(None);
+        }
+        // Where the bytes below `limit_offset` end.
+        let end = if limit_offset >= self.next_offset {
+            self.size
+        } else {
+            match self.locate(&files, limit_offset)? {
+                Some((position, header)) if header.base_offset >= limit_offset => position,
+                Some((position, header)) => position + header.total_len() as u64,
+                None => self.size,
+            }
+        };
+        let want = (end - start).min(max_bytes as u64);
+        let want = if want < first.total_len() as u64 {
+            if !min_one_batch {
+                return Ok(Some((Bytes::new(), first.base_offset, first.base_offset)));
+            }
+            first.total_len() as u64
+        } else {
+            want
+        };
+        let mut buf = BytesMut::zeroed(want as usize);
+        files
+            .log
+            .read_exact_at(&mut buf, start)
+            .map_err(io_err("read", &self.log_path))?;
+        // Keep whole batches only, checking each header on the way (the pair of the CRC check
+        // done before the write: a misplaced position or damaged file shows up here).
+        let mut kept = 0usize;
+        let mut next = first.base_offset;
+        while kept + BATCH_HEADER_LEN <= buf.len() {
+            let header = BatchHeader::parse(&buf[kept..]).map_err(|err| {
+                StorageError::corrupt(&self.log_path, start + kept as u64, err.to_string())
+            })?;
+            if header.base_offset < next {
+                return Err(StorageError::corrupt(
+                    &self.log_path,
+                    start + kept as u64,
+                    format!(
+                        "batch offset {} goes backwards (expected at least {next})",
+                        header.base_offset
+                    ),
+                ));
+            }
+            if kept + header.total_len() > buf.len() {
+                break;
+            }
+            kept += header.total_len();
+            next = header.next_offset();
+        }
+        buf.truncate(kept);
+        Ok(Some((buf.freeze(), first.base_offset, next)))
+    }
+
+    /// The first offset (and its timestamp) at or after `offset` whose timestamp is at least
+    /// `timestamp`: exact for uncompressed batches, the batch's base offset for compressed ones.
+    pub fn offset_for_timestamp(
+        &self,
+        cache: &FileCache,
+        timestamp: i64,
+        from_offset: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let files = self.files(cache)?;
+        // Every batch before the floor entry's offset has a timestamp at or below the entry's,
+        // which is below the target: start scanning there.
+        let times = match &self.active {
+            Some(active) => active.times.clone(),
+            None => read_time_index(&self.time_index_path).unwrap_or_default(),
+        };
+        let after = times.partition_point(|t| t.timestamp < timestamp);
+        let start_offset = after
+            .checked_sub(1)
+            .map_or(self.base_offset, |i| {
+                self.base_offset + i64::from(times[i].relative_offset)
+            })
+            .max(from_offset);
+        let Some((mut position, _)) = self.locate(&files, start_offset)? else {
+            return Ok(None);
+        };
+        let mut buf = [0u8; BATCH_HEADER_LEN];
+        while position < self.size {
+            let header = self.read_header(&files, position, &mut buf)?;
+            if header.max_timestamp >= timestamp && header.last_offset() >= from_offset {
+                let mut batch = BytesMut::zeroed(header.total_len());
+                files
+                    .log
+                    .read_exact_at(&mut batch, position)
+                    .map_err(io_err("read", &self.log_path))?;
+                let batch = batch.freeze();
+                return Ok(Some(match tributary_record::decode_records(&batch) {
+                    Ok(records) => records
+                        .iter()
+                        .find(|r| r.timestamp >= timestamp && r.offset >= from_offset)
+                        .map_or((header.base_offset, header.max_timestamp), |r| {
+                            (r.offset, r.timestamp)
+                        }),
+                    // Compressed (or undecodable) records: the batch is the best we can say.
+                    Err(_) => (header.base_offset.max(from_offset), header.max_timestamp),
+                }));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Cuts the segment so that it ends before the batch holding `offset`; turns it back into
+    /// the active segment (indexes in memory). Returns the new next offset.
+    pub fn truncate_to(
+        &mut self,
+        cache: &FileCache,
+        offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<i64> {
+        let files = self.files(cache)?;
+        let cut = self
+            .locate(&files, offset)?
+            .map_or(self.size, |(position, _)| position);
+        drop(files);
+        cache.invalidate(self.id);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.log_path)
+            .map_err(io_err("open", &self.log_path))?;
+        file.set_len(cut)
+            .map_err(io_err("truncate", &self.log_path))?;
+        file.sync_all().map_err(io_err("fsync", &self.log_path))?;
+        // Rebuild the in-memory indexes from the remaining data (bounded by one segment).
+        self.size = cut;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = NO_TIMESTAMP;
+        self.active = Some(ActiveIndexes::default());
+        self.id = cache.new_id();
+        let end = self.recover_from(FILE_HEADER_LEN, index_interval_bytes, cache, &mut |_| {})?;
+        if let Some(reason) = end.damage {
+            return Err(StorageError::corrupt(&self.log_path, end.valid_len, reason));
+        }
+        Ok(self.next_offset)
+    }
+
+    /// Rebuilds a sealed segment's index files from its data.
+    fn rebuild_indexes(&mut self, cache: &FileCache, index_interval_bytes: u32) -> Result<()> {
+        let next_offset = self.next_offset;
+        self.active = Some(ActiveIndexes::default());
+        self.next_offset = self.base_offset;
+        let end = self.recover_from(
+            FILE_HEADER_LEN,
+            index_interval_bytes.min(4096),
+            cache,
+            &mut |_| {},
+        )?;
+        if let Some(reason) = end.damage {
+            return Err(StorageError::corrupt(&self.log_path, end.valid_len, reason));
+        }
+        self.seal(cache)?;
+        self.next_offset = self.next_offset.max(next_offset);
+        Ok(())
+    }
+
+    fn index_file_entries(&self) -> Result<u64> {
+        let file = File::open(&self.index_path).map_err(io_err("open", &self.index_path))?;
+        check_file_header(&file, &self.index_path, FileKind::OffsetIndex)?;
+        let len = file
+            .metadata()
+            .map_err(io_err("stat", &self.index_path))?
+            .len();
+        if (len - FILE_HEADER_LEN) % OFFSET_ENTRY_LEN != 0 {
+            return Err(StorageError::corrupt(
+                &self.index_path,
+                len,
+                "partial index entry",
+            ));
+        }
+        let entries = (len - FILE_HEADER_LEN) / OFFSET_ENTRY_LEN;
+        if entries > 0 {
+            let mut buf = [0u8; OFFSET_ENTRY_LEN as usize];
+            file.read_exact_at(&mut buf, len - OFFSET_ENTRY_LEN)
+                .map_err(io_err("read", &self.index_path))?;
+            let position = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes"));
+            if u64::from(position) >= self.size {
+                return Err(StorageError::corrupt(
+                    &self.index_path,
+                    len - OFFSET_ENTRY_LEN,
+                    "index entry past the end of the segment",
+                ));
+            }
+        }
+        Ok(entries)
+    }
+
+    fn last_time_entry(&self) -> Result<Option<TimeEntry>> {
+        let file =
+            File::open(&self.time_index_path).map_err(io_err("open", &self.time_index_path))?;
+        check_file_header(&file, &self.time_index_path, FileKind::TimeIndex)?;
+        let len = file
+            .metadata()
+            .map_err(io_err("stat", &self.time_index_path))?
+            .len();
+        if (len - FILE_HEADER_LEN) % TIME_ENTRY_LEN != 0 {
+            return Err(StorageError::corrupt(
+                &self.time_index_path,
+                len,
+                "partial time index entry",
+            ));
+        }
+        if len == FILE_HEADER_LEN {
+            return Ok(None);
+        }
+        let mut buf = [0u8; TIME_ENTRY_LEN as usize];
+        file.read_exact_at(&mut buf, len - TIME_ENTRY_LEN)
+            .map_err(io_err("read", &self.time_index_path))?;
+        Ok(Some(TimeEntry {
+            timestamp: i64::from_be_bytes(buf[..8].try_into().expect("8 bytes")),
+            relative_offset: u32::from_be_bytes(buf[8..].try_into().expect("4 bytes")),
+        }))
+    }
+
+    /// Removes the segment's files.
+    pub fn delete(self, cache: &FileCache) -> Result<()> {
+        cache.invalidate(self.id);
+        for path in [&self.log_path, &self.index_path, &self.time_index_path] {
+            remove_if_exists(path)?;
+        }
+        Ok(())
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Birth time of the data file (ms since the epoch) where the file system records one.
+    pub fn born_ms(&self) -> Option<i64> {
+        let born = std::fs::metadata(&self.log_path)
+            .and_then(|m| m.created())
+            .ok()?;
+        born.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as i64)
+    }
+
+    /// Modification time of the data file, in ms since the epoch (for retention of segments
+    /// without timestamps).
+    pub fn modified_ms(&self) -> Result<i64> {
+        let modified = std::fs::metadata(&self.log_path)
+            .and_then(|m| m.modified())
+            .map_err(io_err("stat", &self.log_path))?;
+        Ok(modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64))
+    }
+}
+
+/// Scans whole batches from `start` to `file_len`, validating each (header, CRC) and handing it
+/// to `check`, which may refuse it. Stops at the first bad batch and says why.
+pub(crate) fn scan_batches(
+    file: &File,
+    path: &Path,
+    start: u64,
+    file_len: u64,
+    check: &mut dyn FnMut(&BatchHeader, u64) -> Result<(), String>,
+) -> Result<ScanEnd> {
+    // `buf` holds the file's bytes [buf_start, buf_start + buf.len()).
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start = start;
+    let ensure = |buf: &mut Vec<u8>, buf_start: &mut u64, position: u64, len: usize| {
+        if position >= *buf_start && (position - *buf_start) as usize + len <= buf.len() {
+            return Ok(());
+        }
+        let read = (SCAN_CHUNK_BYTES.max(len) as u64).min(file_len - position) as usize;
+        buf.resize(read, 0);
+        *buf_start = position;
+        file.read_exact_at(buf, position)
+            .map_err(io_err("read", path))
+    };
+    let mut position = start;
+    while position < file_len {
+        let damaged = |reason: String| {
+            Ok(ScanEnd {
+                valid_len: position,
+                damage: Some(reason),
+            })
+        };
+        let remaining = file_len - position;
+        if remaining < BATCH_HEADER_LEN as u64 {
+            return damaged(format!(
+                "{remaining} bytes at the end, less than a batch header (torn write)"
+            ));
+        }
+        ensure(&mut buf, &mut buf_start, position, BATCH_HEADER_LEN)?;
+        let at = (position - buf_start) as usize;
+        let header = match BatchHeader::parse(&buf[at..]) {
+            Ok(header) => header,
+            Err(err) => return damaged(err.to_string()),
+        };
+        let total = header.total_len();
+        if total as u64 > remaining {
+            return damaged(format!(
+                "batch of {total} bytes but only {remaining} bytes left (torn write)"
+            ));
+        }
+        ensure(&mut buf, &mut buf_start, position, total)?;
+        let at = (position - buf_start) as usize;
+        if let Err(err) = verify_batch(&buf[at..at + total]) {
+            return damaged(err.to_string());
+        }
+        if let Err(reason) = check(&header, position) {
+            return damaged(reason);
+        }
+        position += total as u64;
+    }
+    Ok(ScanEnd {
+        valid_len: position,
+        damage: None,
+    })
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path).map_err(io_err("stat", path))?.len())
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(StorageError::io("remove", path, err)),
+    }
+}
