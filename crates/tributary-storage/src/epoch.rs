@@ -36,6 +36,8 @@ impl EpochEndOffset {
 #[derive(Debug)]
 pub(crate) struct EpochCache {
     path: PathBuf,
+    /// The checkpoint file existed when loaded.
+    found: bool,
     /// (epoch, start offset), both strictly increasing.
     entries: Vec<(i32, i64)>,
 }
@@ -43,12 +45,29 @@ pub(crate) struct EpochCache {
 impl EpochCache {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(EPOCH_CHECKPOINT_FILE);
-        let entries = match std::fs::read_to_string(&path) {
-            Ok(text) => parse(&path, &text)?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let (entries, found) = match std::fs::read_to_string(&path) {
+            Ok(text) => (parse(&path, &text)?, true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
             Err(err) => return Err(StorageError::io("read", &path, err)),
         };
-        Ok(Self { path, entries })
+        Ok(Self {
+            path,
+            found,
+            entries,
+        })
+    }
+
+    /// An empty cache for `dir`, replacing whatever checkpoint is there at the next change.
+    pub fn empty(dir: &Path) -> Self {
+        Self {
+            path: dir.join(EPOCH_CHECKPOINT_FILE),
+            found: false,
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn found(&self) -> bool {
+        self.found
     }
 
     pub fn entries(&self) -> &[(i32, i64)] {
@@ -113,8 +132,18 @@ impl EpochCache {
 
     /// Forgets epochs that start at or after `end_offset` (the log was truncated there).
     pub fn truncate_from_end(&mut self, end_offset: i64) -> Result<()> {
+        self.retain_starts(|start| start < end_offset)
+    }
+
+    /// Forgets epochs that start after `end_offset`: after recovery, an epoch that starts
+    /// exactly at the log end (assigned by a new leader before its first append) stays.
+    pub fn drop_beyond(&mut self, end_offset: i64) -> Result<()> {
+        self.retain_starts(|start| start <= end_offset)
+    }
+
+    fn retain_starts(&mut self, keep: impl Fn(i64) -> bool) -> Result<()> {
         let before = self.entries.len();
-        self.entries.retain(|&(_, start)| start < end_offset);
+        self.entries.retain(|&(_, start)| keep(start));
         if self.entries.len() != before {
             self.checkpoint()?;
         }
@@ -140,9 +169,19 @@ impl EpochCache {
 
     /// Replaces every entry (after a rebuild from the batches themselves).
     pub fn replace(&mut self, entries: Vec<(i32, i64)>) -> Result<()> {
-        if entries != self.entries {
+        if entries != self.entries || !self.found {
+            self.found = true;
             self.entries = entries;
             self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint if there is no file yet (so the next open need not rebuild it).
+    pub fn ensure_written(&mut self) -> Result<()> {
+        if !self.found {
+            self.checkpoint()?;
+            self.found = true;
         }
         Ok(())
     }

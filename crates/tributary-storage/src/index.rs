@@ -42,7 +42,7 @@ impl OffsetEntry {
         out
     }
 
-    fn decode(buf: &[u8]) -> Self {
+    pub(crate) fn decode(buf: &[u8]) -> Self {
         Self {
             relative_offset: u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")),
             position: u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes")),
@@ -58,7 +58,7 @@ impl TimeEntry {
         out
     }
 
-    fn decode(buf: &[u8]) -> Self {
+    pub(crate) fn decode(buf: &[u8]) -> Self {
         Self {
             timestamp: i64::from_be_bytes(buf[..8].try_into().expect("8 bytes")),
             relative_offset: u32::from_be_bytes(buf[8..12].try_into().expect("4 bytes")),
@@ -145,19 +145,33 @@ pub(crate) fn read_time_index(path: &Path) -> Result<Vec<TimeEntry>> {
 
 fn read_index_file(path: &Path, kind: FileKind, entry_len: u64) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(io_err("open", path))?;
-    check_file_header(&file, path, kind)?;
-    let len = file.metadata().map_err(io_err("stat", path))?.len();
-    if (len - FILE_HEADER_LEN) % entry_len != 0 {
-        return Err(StorageError::corrupt(
-            path,
-            len,
-            format!("index length {len} is not a whole number of {entry_len}-byte entries"),
-        ));
-    }
-    let mut bytes = vec![0u8; (len - FILE_HEADER_LEN) as usize];
+    let entries = index_entry_count(&file, path, kind, entry_len)?;
+    let mut bytes = vec![0u8; (entries * entry_len) as usize];
     file.read_exact_at(&mut bytes, FILE_HEADER_LEN)
         .map_err(io_err("read", path))?;
     Ok(bytes)
+}
+
+/// Checks an index file's header and that its length is a whole number of entries; returns
+/// the number of entries.
+pub(crate) fn index_entry_count(
+    file: &File,
+    path: &Path,
+    kind: FileKind,
+    entry_len: u64,
+) -> Result<u64> {
+    check_file_header(file, path, kind)?;
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    // The header check read 8 bytes, so `len >= FILE_HEADER_LEN`.
+    let body = len - FILE_HEADER_LEN;
+    if !body.is_multiple_of(entry_len) {
+        return Err(StorageError::corrupt(
+            path,
+            len,
+            format!("index length {len} is not a header plus whole {entry_len}-byte entries"),
+        ));
+    }
+    Ok(body / entry_len)
 }
 
 /// Binary-searches an offset index file for the last entry at or before `relative_offset`,

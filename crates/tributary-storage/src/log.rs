@@ -235,16 +235,32 @@ impl Log {
         bases.sort_unstable();
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = marker.exists();
-        if clean {
+        let marked_clean = marker.exists();
+        if marked_clean {
             // From here on, a crash must lead to recovery.
             remove_if_exists(&marker)?;
             sync_dir(&dir)?;
         }
         let checkpoint = Checkpoint::load(&dir)?;
-        let epochs = EpochCache::load(&dir)?;
+        // Epochs are checkpointed before the batches that carry them are written, so the
+        // checkpoint is never behind the data; only a missing or damaged checkpoint makes us
+        // rebuild it from the batches themselves, which takes a scan of every segment.
+        let (epochs, rebuild_epochs) = match EpochCache::load(&dir) {
+            Ok(epochs) => {
+                let rebuild = !epochs.found() && !bases.is_empty();
+                (epochs, rebuild)
+            }
+            Err(err @ StorageError::Corrupt { .. }) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "leader-epoch checkpoint damaged, rebuilding it from the log");
+                (EpochCache::empty(&dir), !bases.is_empty())
+            }
+            Err(err) => return Err(err),
+        };
+        let clean = marked_clean && !rebuild_epochs;
         let mut log_start_offset = checkpoint.map_or(0, |c| c.log_start_offset);
-        let recovery_point = if clean {
+        let recovery_point = if rebuild_epochs {
+            0
+        } else if clean {
             i64::MAX
         } else {
             checkpoint.map_or(0, |c| c.recovery_point)
@@ -254,7 +270,7 @@ impl Log {
         while bases.len() > 1 && bases[1] <= log_start_offset {
             let base = bases.remove(0);
             tracing::info!(dir = %dir.display(), base, "finishing the deletion of a segment below the log start offset");
-            Segment::open_sealed(&dir, base, bases[0], cache)?.delete(cache)?;
+            Segment::delete_files(&dir, base)?;
         }
 
         let mut segments = BTreeMap::new();
@@ -271,7 +287,8 @@ impl Log {
         let mut rebuilt_epochs: Vec<(i32, i64)> = epochs.entries().to_vec();
         let mut on_batch = |header: &BatchHeader| {
             let epoch = header.partition_leader_epoch;
-            if epoch >= 0
+            if rebuild_epochs
+                && epoch >= 0
                 && rebuilt_epochs
                     .last()
                     .is_none_or(|&(latest, _)| epoch > latest)
@@ -285,7 +302,7 @@ impl Log {
             let base = bases[i];
             let last = i + 1 == bases.len();
             let mut segment = if (clean || i < first_to_recover) && !last {
-                Segment::open_sealed(&dir, base, bases[i + 1], cache)?
+                Segment::open_sealed(&dir, base, config.index_interval_bytes, cache)?
             } else if clean {
                 let before = data_file_len(&dir, base)?;
                 let (segment, _) =
@@ -304,9 +321,7 @@ impl Log {
                         tracing::warn!(dir = %dir.display(), base = later, "deleting a segment after a corrupt one");
                         report.bytes_truncated +=
                             data_file_len(&dir, later)?.saturating_sub(FILE_HEADER_LEN);
-                        for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex] {
-                            remove_if_exists(&segment_path(&dir, later, kind))?;
-                        }
+                        Segment::delete_files(&dir, later)?;
                     }
                     bases.truncate(i + 1);
                     segment.flush(cache)?;
@@ -346,8 +361,10 @@ impl Log {
         state.log_start_offset = log_start_offset;
         // Whatever survived recovery is on disk now (recovered segments were fsynced).
         state.recovery_point = log_end_offset;
-        state.epochs.replace(rebuilt_epochs)?;
-        state.epochs.truncate_from_end(log_end_offset)?;
+        if rebuild_epochs {
+            state.epochs.replace(rebuilt_epochs)?;
+        }
+        state.epochs.drop_beyond(log_end_offset)?;
         state.epochs.truncate_from_start(log_start_offset)?;
         let unchanged = checkpoint.is_some_and(|c| {
             c.recovery_point == state.recovery_point && c.log_start_offset == log_start_offset
@@ -780,6 +797,13 @@ impl Log {
         active.truncate_to(cache, offset, interval)?;
         active.created_ms = now;
         let log_end_offset = state.log_end_offset();
+        if log_end_offset <= state.log_start_offset {
+            // The batch holding `offset` straddled the log start: nothing visible remains.
+            let start = state.log_start_offset;
+            drop(state);
+            self.truncate_fully_and_start_at(start)?;
+            return Ok(start);
+        }
         state.recovery_point = state.recovery_point.min(log_end_offset);
         state.epochs.truncate_from_end(log_end_offset)?;
         state.checkpoint(&self.dir)?;
@@ -989,6 +1013,7 @@ impl Log {
         Self::flush_locked(&mut state, &self.dir, &self.resources)?;
         state.active().write_indexes()?;
         state.checkpoint(&self.dir)?;
+        state.epochs.ensure_written()?;
         write_atomic(&self.dir.join(CLEAN_SHUTDOWN_FILE), CLEAN_SHUTDOWN_CONTENTS)?;
         for segment in state.segments.values() {
             self.resources.files.invalidate(segment.id);

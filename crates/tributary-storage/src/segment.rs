@@ -18,8 +18,9 @@ use crate::format::{
     FILE_HEADER_LEN, FileKind, check_file_header, create_with_header, segment_path,
 };
 use crate::index::{
-    OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry, floor_entry, read_offset_index,
-    read_time_index, search_offset_index_file, write_offset_index, write_time_index,
+    OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry, floor_entry, index_entry_count,
+    read_offset_index, read_time_index, search_offset_index_file, write_offset_index,
+    write_time_index,
 };
 
 /// Bytes read at a time when scanning a segment during recovery.
@@ -49,12 +50,22 @@ pub(crate) struct Segment {
     /// measured from. Kafka measures from the first batch's timestamp instead, which makes a
     /// producer with old timestamps roll a segment on every append; we use the broker's clock.
     pub created_ms: i64,
+    /// Base offset of the last batch, or -1 while empty.
+    last_batch_offset: i64,
     /// Entries in the offset index file (sealed segments).
     index_entries: u64,
     pub active: Option<ActiveIndexes>,
     log_path: PathBuf,
     index_path: PathBuf,
     time_index_path: PathBuf,
+}
+
+/// What the end of a sealed segment's data says.
+#[derive(Debug)]
+struct SealedTail {
+    next_offset: i64,
+    max_timestamp: i64,
+    last_batch_offset: i64,
 }
 
 /// Where a scan of a segment stopped.
@@ -84,6 +95,7 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: NO_TIMESTAMP,
             created_ms: 0,
+            last_batch_offset: -1,
             index_entries: 0,
             active: active.then(ActiveIndexes::default),
             log_path,
@@ -104,26 +116,114 @@ impl Segment {
 
     /// Opens a sealed segment written before a clean shutdown, without reading its data:
     /// `next_offset` is the next segment's base offset.
+    ///
+    /// The indexes are checked against the data: the time index must end with the entry that
+    /// sealing wrote for the last batch (so a time index cut at an entry boundary is caught), and
+    /// the batches after the last offset-index entry are read to find the exact next offset.
+    /// A damaged index is rebuilt from the data; damaged data is an error, never silently cut.
     pub fn open_sealed(
         dir: &Path,
         base_offset: i64,
-        next_offset: i64,
+        index_interval_bytes: u32,
         cache: &FileCache,
     ) -> Result<Self> {
         let size = file_len(&segment_path(dir, base_offset, FileKind::Log))?;
         let mut segment = Self::blank(dir, base_offset, size, false, cache);
-        segment.next_offset = next_offset;
-        match (segment.index_file_entries(), segment.last_time_entry()) {
-            (Ok(entries), Ok(last_time)) => {
+        match segment.check_sealed_indexes() {
+            Ok((entries, tail)) => {
                 segment.index_entries = entries;
-                segment.max_timestamp = last_time.map_or(NO_TIMESTAMP, |e| e.timestamp);
+                segment.max_timestamp = tail.max_timestamp;
+                segment.next_offset = tail.next_offset;
+                segment.last_batch_offset = tail.last_batch_offset;
             }
-            (Err(err), _) | (_, Err(err)) => {
+            Err(err) => {
                 tracing::warn!(segment = %segment.log_path.display(), error = %err, "index unusable, rebuilding it from the data file");
-                segment.rebuild_indexes(cache, u32::MAX)?;
+                segment.rebuild_indexes(cache, index_interval_bytes)?;
             }
         }
         Ok(segment)
+    }
+
+    /// Validates a sealed segment's index files against its data; returns the offset index's
+    /// entry count and what the data's tail says.
+    fn check_sealed_indexes(&self) -> Result<(u64, SealedTail)> {
+        let (entries, last_entry) = self.index_file_entries()?;
+        let last_time = self.last_time_entry()?;
+        let log = File::open(&self.log_path).map_err(io_err("open", &self.log_path))?;
+        check_file_header(&log, &self.log_path, FileKind::Log)?;
+        let mut position = last_entry.map_or(FILE_HEADER_LEN, |e| u64::from(e.position));
+        let mut last: Option<BatchHeader> = None;
+        let mut max_after_entry = NO_TIMESTAMP;
+        let mut buf = [0u8; BATCH_HEADER_LEN];
+        while position < self.size {
+            if position + BATCH_HEADER_LEN as u64 > self.size {
+                return Err(StorageError::corrupt(
+                    &self.log_path,
+                    position,
+                    "partial batch header at the end of a sealed segment",
+                ));
+            }
+            log.read_exact_at(&mut buf, position)
+                .map_err(io_err("read", &self.log_path))?;
+            let header = BatchHeader::parse(&buf)
+                .map_err(|err| StorageError::corrupt(&self.log_path, position, err.to_string()))?;
+            if last.is_none()
+                && let Some(entry) = last_entry
+                && header.base_offset != self.base_offset + i64::from(entry.relative_offset)
+            {
+                return Err(StorageError::corrupt(
+                    &self.index_path,
+                    0,
+                    format!(
+                        "last index entry names offset {} but the batch there starts at {}",
+                        self.base_offset + i64::from(entry.relative_offset),
+                        header.base_offset
+                    ),
+                ));
+            }
+            position += header.total_len() as u64;
+            max_after_entry = max_after_entry.max(header.max_timestamp);
+            last = Some(header);
+        }
+        if position != self.size {
+            return Err(StorageError::corrupt(
+                &self.log_path,
+                self.size,
+                "last batch runs past the end of a sealed segment",
+            ));
+        }
+        let Some(last) = last else {
+            return Ok((
+                entries,
+                SealedTail {
+                    next_offset: self.base_offset,
+                    max_timestamp: NO_TIMESTAMP,
+                    last_batch_offset: -1,
+                },
+            ));
+        };
+        let consistent = match last_time {
+            Some(t) => {
+                i64::from(t.relative_offset) == last.base_offset - self.base_offset
+                    && t.timestamp >= max_after_entry
+            }
+            None => max_after_entry == NO_TIMESTAMP,
+        };
+        if !consistent {
+            return Err(StorageError::corrupt(
+                &self.time_index_path,
+                0,
+                "time index does not end with the entry for the segment's last batch",
+            ));
+        }
+        Ok((
+            entries,
+            SealedTail {
+                next_offset: last.next_offset(),
+                max_timestamp: last_time.map_or(NO_TIMESTAMP, |t| t.timestamp),
+                last_batch_offset: last.base_offset,
+            },
+        ))
     }
 
     /// Opens the last segment after a clean shutdown as the active one: loads its indexes and
@@ -193,6 +293,52 @@ impl Segment {
         cache: &FileCache,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> Result<ScanEnd> {
+        let file_len = self.size;
+        let end = self.scan_and_index(start, index_interval_bytes, cache, on_batch)?;
+        if let Some(reason) = &end.damage {
+            tracing::warn!(
+                segment = %self.log_path.display(),
+                position = end.valid_len,
+                discarded_bytes = file_len - end.valid_len,
+                reason = %reason,
+                "truncating a torn or corrupt segment tail"
+            );
+            let files = self.files(cache)?;
+            files
+                .log
+                .set_len(end.valid_len)
+                .map_err(io_err("truncate", &self.log_path))?;
+            files
+                .log
+                .sync_all()
+                .map_err(io_err("fsync", &self.log_path))?;
+            self.size = end.valid_len;
+        }
+        Ok(end)
+    }
+
+    /// Like [`Self::recover_from`] from the first batch, but damage is an error and the file is
+    /// left as it is (a sealed segment's data is never cut).
+    fn reindex_all(&mut self, index_interval_bytes: u32, cache: &FileCache) -> Result<()> {
+        self.next_offset = self.base_offset;
+        self.max_timestamp = NO_TIMESTAMP;
+        self.last_batch_offset = -1;
+        self.active = Some(ActiveIndexes::default());
+        let end = self.scan_and_index(FILE_HEADER_LEN, index_interval_bytes, cache, &mut |_| {})?;
+        match end.damage {
+            Some(reason) => Err(StorageError::corrupt(&self.log_path, end.valid_len, reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Scans from `start`, indexing every valid batch, and says where the valid data ends.
+    fn scan_and_index(
+        &mut self,
+        start: u64,
+        index_interval_bytes: u32,
+        cache: &FileCache,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<ScanEnd> {
         let files = self.files(cache)?;
         check_file_header(&files.log, &self.log_path, FileKind::Log)?;
         let file_len = self.size;
@@ -227,24 +373,6 @@ impl Segment {
             self.index_batch(header, *position, index_interval_bytes);
             on_batch(header);
         }
-        if let Some(reason) = &end.damage {
-            tracing::warn!(
-                segment = %self.log_path.display(),
-                position = end.valid_len,
-                discarded_bytes = file_len - end.valid_len,
-                reason = %reason,
-                "truncating a torn or corrupt segment tail"
-            );
-            files
-                .log
-                .set_len(end.valid_len)
-                .map_err(io_err("truncate", &self.log_path))?;
-            files
-                .log
-                .sync_all()
-                .map_err(io_err("fsync", &self.log_path))?;
-        }
-        self.size = end.valid_len;
         Ok(end)
     }
 
@@ -253,6 +381,7 @@ impl Segment {
         let relative_offset = (header.base_offset - self.base_offset) as u32;
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
         self.next_offset = header.next_offset();
+        self.last_batch_offset = header.base_offset;
         self.size = self.size.max(position + header.total_len() as u64);
         let max_timestamp = self.max_timestamp;
         let Some(active) = self.active.as_mut() else {
@@ -337,20 +466,18 @@ impl Segment {
         let Some(mut active) = self.active.take() else {
             return Ok(());
         };
+        // The last time entry always names the last batch and carries the segment's max
+        // timestamp: reopening reads the max from it and checks it against the data.
+        let last_relative = (self.last_batch_offset - self.base_offset) as u32;
         if self.max_timestamp != NO_TIMESTAMP
-            && active
-                .times
-                .last()
-                .is_none_or(|t| self.max_timestamp > t.timestamp)
+            && self.last_batch_offset >= 0
+            && active.times.last().is_none_or(|t| {
+                t.relative_offset != last_relative || t.timestamp != self.max_timestamp
+            })
         {
-            let relative_offset = active
-                .offsets
-                .last()
-                .map_or(0, |e| e.relative_offset)
-                .max(active.times.last().map_or(0, |t| t.relative_offset));
             active.times.push(TimeEntry {
                 timestamp: self.max_timestamp,
-                relative_offset,
+                relative_offset: last_relative,
             });
         }
         let index = write_offset_index(&self.index_path, &active.offsets)?;
@@ -574,92 +701,38 @@ impl Segment {
         file.sync_all().map_err(io_err("fsync", &self.log_path))?;
         // Rebuild the in-memory indexes from the remaining data (bounded by one segment).
         self.size = cut;
-        self.next_offset = self.base_offset;
-        self.max_timestamp = NO_TIMESTAMP;
-        self.active = Some(ActiveIndexes::default());
         self.id = cache.new_id();
-        let end = self.recover_from(FILE_HEADER_LEN, index_interval_bytes, cache, &mut |_| {})?;
-        if let Some(reason) = end.damage {
-            return Err(StorageError::corrupt(&self.log_path, end.valid_len, reason));
-        }
+        self.reindex_all(index_interval_bytes, cache)?;
         Ok(self.next_offset)
     }
 
     /// Rebuilds a sealed segment's index files from its data.
     fn rebuild_indexes(&mut self, cache: &FileCache, index_interval_bytes: u32) -> Result<()> {
-        let next_offset = self.next_offset;
-        self.active = Some(ActiveIndexes::default());
-        self.next_offset = self.base_offset;
-        let end = self.recover_from(
-            FILE_HEADER_LEN,
-            index_interval_bytes.min(4096),
-            cache,
-            &mut |_| {},
-        )?;
-        if let Some(reason) = end.damage {
-            return Err(StorageError::corrupt(&self.log_path, end.valid_len, reason));
-        }
-        self.seal(cache)?;
-        self.next_offset = self.next_offset.max(next_offset);
-        Ok(())
+        self.reindex_all(index_interval_bytes, cache)?;
+        self.seal(cache)
     }
 
-    fn index_file_entries(&self) -> Result<u64> {
-        let file = File::open(&self.index_path).map_err(io_err("open", &self.index_path))?;
-        check_file_header(&file, &self.index_path, FileKind::OffsetIndex)?;
-        let len = file
-            .metadata()
-            .map_err(io_err("stat", &self.index_path))?
-            .len();
-        if (len - FILE_HEADER_LEN) % OFFSET_ENTRY_LEN != 0 {
+    fn index_file_entries(&self) -> Result<(u64, Option<OffsetEntry>)> {
+        let (entries, last) =
+            last_index_entry(&self.index_path, FileKind::OffsetIndex, OFFSET_ENTRY_LEN)?;
+        let Some(last) = last else {
+            return Ok((0, None));
+        };
+        let entry = OffsetEntry::decode(&last);
+        if u64::from(entry.position) >= self.size {
             return Err(StorageError::corrupt(
                 &self.index_path,
-                len,
-                "partial index entry",
+                FILE_HEADER_LEN + (entries - 1) * OFFSET_ENTRY_LEN,
+                "index entry past the end of the segment",
             ));
         }
-        let entries = (len - FILE_HEADER_LEN) / OFFSET_ENTRY_LEN;
-        if entries > 0 {
-            let mut buf = [0u8; OFFSET_ENTRY_LEN as usize];
-            file.read_exact_at(&mut buf, len - OFFSET_ENTRY_LEN)
-                .map_err(io_err("read", &self.index_path))?;
-            let position = u32::from_be_bytes(buf[4..8].try_into().expect("4 bytes"));
-            if u64::from(position) >= self.size {
-                return Err(StorageError::corrupt(
-                    &self.index_path,
-                    len - OFFSET_ENTRY_LEN,
-                    "index entry past the end of the segment",
-                ));
-            }
-        }
-        Ok(entries)
+        Ok((entries, Some(entry)))
     }
 
     fn last_time_entry(&self) -> Result<Option<TimeEntry>> {
-        let file =
-            File::open(&self.time_index_path).map_err(io_err("open", &self.time_index_path))?;
-        check_file_header(&file, &self.time_index_path, FileKind::TimeIndex)?;
-        let len = file
-            .metadata()
-            .map_err(io_err("stat", &self.time_index_path))?
-            .len();
-        if (len - FILE_HEADER_LEN) % TIME_ENTRY_LEN != 0 {
-            return Err(StorageError::corrupt(
-                &self.time_index_path,
-                len,
-                "partial time index entry",
-            ));
-        }
-        if len == FILE_HEADER_LEN {
-            return Ok(None);
-        }
-        let mut buf = [0u8; TIME_ENTRY_LEN as usize];
-        file.read_exact_at(&mut buf, len - TIME_ENTRY_LEN)
-            .map_err(io_err("read", &self.time_index_path))?;
-        Ok(Some(TimeEntry {
-            timestamp: i64::from_be_bytes(buf[..8].try_into().expect("8 bytes")),
-            relative_offset: u32::from_be_bytes(buf[8..].try_into().expect("4 bytes")),
-        }))
+        let (_, last) =
+            last_index_entry(&self.time_index_path, FileKind::TimeIndex, TIME_ENTRY_LEN)?;
+        Ok(last.map(|bytes| TimeEntry::decode(&bytes)))
     }
 
     /// Removes the segment's files.
@@ -667,6 +740,14 @@ impl Segment {
         cache.invalidate(self.id);
         for path in [&self.log_path, &self.index_path, &self.time_index_path] {
             remove_if_exists(path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the files of the segment with `base_offset` in `dir` without opening it.
+    pub fn delete_files(dir: &Path, base_offset: i64) -> Result<()> {
+        for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex] {
+            remove_if_exists(&segment_path(dir, base_offset, kind))?;
         }
         Ok(())
     }
@@ -759,6 +840,19 @@ pub(crate) fn scan_batches(
         valid_len: position,
         damage: None,
     })
+}
+
+/// Entry count of an index file and the bytes of its last entry (header and length checked).
+fn last_index_entry(path: &Path, kind: FileKind, entry_len: u64) -> Result<(u64, Option<Vec<u8>>)> {
+    let file = File::open(path).map_err(io_err("open", path))?;
+    let entries = index_entry_count(&file, path, kind, entry_len)?;
+    if entries == 0 {
+        return Ok((0, None));
+    }
+    let mut buf = vec![0u8; entry_len as usize];
+    file.read_exact_at(&mut buf, FILE_HEADER_LEN + (entries - 1) * entry_len)
+        .map_err(io_err("read", path))?;
+    Ok((entries, Some(buf)))
 }
 
 fn file_len(path: &Path) -> Result<u64> {
