@@ -233,6 +233,16 @@ impl Log {
             }
         }
         bases.sort_unstable();
+        // A crash while creating a segment can leave its data file without a header: it holds
+        // nothing, so it goes.
+        while let Some(&last) = bases.last() {
+            if data_file_len(&dir, last)? >= FILE_HEADER_LEN {
+                break;
+            }
+            tracing::warn!(dir = %dir.display(), base = last, "removing a segment file cut before its header");
+            Segment::delete_files(&dir, last)?;
+            bases.pop();
+        }
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let marked_clean = marker.exists();
@@ -646,21 +656,30 @@ impl Log {
         let cache = &self.resources.files;
         let log_end_offset = state.log_end_offset();
         let base_offset = base_offset.max(log_end_offset);
-        let active = state.active_mut();
-        if active.size == FILE_HEADER_LEN {
-            // An empty active segment: nothing to seal, just move its base offset if needed.
-            if active.base_offset == base_offset {
-                return Ok(());
-            }
-            let old_base = active.base_offset;
-            let old = state.segments.remove(&old_base).expect("active segment");
-            old.delete(cache)?;
-        } else {
-            active.seal(cache)?;
+        let (old_base, old_empty) = {
+            let active = state.active();
+            (active.base_offset, active.size == FILE_HEADER_LEN)
+        };
+        if old_empty && old_base == base_offset {
+            return Ok(());
         }
+        // Create the new segment before touching the old one: if the disk is full, the log
+        // keeps its active segment and stays writable once space returns.
         let mut segment = Segment::create(&self.dir, base_offset, cache)?;
         segment.created_ms = self.resources.clock.now_ms();
+        if !old_empty && let Err(err) = state.active_mut().seal(cache) {
+            segment.delete(cache)?;
+            return Err(err);
+        }
         state.segments.insert(base_offset, segment);
+        if old_empty {
+            // An empty active segment holds nothing: it is replaced, not sealed.
+            state
+                .segments
+                .remove(&old_base)
+                .expect("the old active segment")
+                .delete(cache)?;
+        }
         // Sealed segments are fsynced, so the recovery point moves to the new segment; the
         // checkpoint's directory fsync also makes the new file's name durable.
         if state.unflushed_records > 0 || state.recovery_point < log_end_offset {

@@ -107,7 +107,11 @@ impl Segment {
     /// Creates a new, empty active segment.
     pub fn create(dir: &Path, base_offset: i64, cache: &FileCache) -> Result<Self> {
         let segment = Self::blank(dir, base_offset, FILE_HEADER_LEN, true, cache);
-        create_with_header(&segment.log_path, FileKind::Log)?;
+        if let Err(err) = create_with_header(&segment.log_path, FileKind::Log) {
+            // Never leave a data file without its header (a full disk can do that).
+            let _ = std::fs::remove_file(&segment.log_path);
+            return Err(err);
+        }
         // Stale index files of an earlier segment with this base offset must not be trusted.
         remove_if_exists(&segment.index_path)?;
         remove_if_exists(&segment.time_index_path)?;
@@ -462,26 +466,28 @@ impl Segment {
 
     /// Turns the active segment into a sealed one: a final time-index entry carries the
     /// segment's max timestamp, both indexes and the data are written and fsynced.
+    /// On failure (a full disk) the segment stays active and nothing in memory changes.
     pub fn seal(&mut self, cache: &FileCache) -> Result<()> {
-        let Some(mut active) = self.active.take() else {
+        let Some(active) = self.active.as_ref() else {
             return Ok(());
         };
+        let mut times = active.times.clone();
         // The last time entry always names the last batch and carries the segment's max
         // timestamp: reopening reads the max from it and checks it against the data.
         let last_relative = (self.last_batch_offset - self.base_offset) as u32;
         if self.max_timestamp != NO_TIMESTAMP
             && self.last_batch_offset >= 0
-            && active.times.last().is_none_or(|t| {
+            && times.last().is_none_or(|t| {
                 t.relative_offset != last_relative || t.timestamp != self.max_timestamp
             })
         {
-            active.times.push(TimeEntry {
+            times.push(TimeEntry {
                 timestamp: self.max_timestamp,
                 relative_offset: last_relative,
             });
         }
         let index = write_offset_index(&self.index_path, &active.offsets)?;
-        let times = write_time_index(&self.time_index_path, &active.times)?;
+        let times = write_time_index(&self.time_index_path, &times)?;
         index
             .sync_all()
             .map_err(io_err("fsync", &self.index_path))?;
@@ -490,6 +496,7 @@ impl Segment {
             .map_err(io_err("fsync", &self.time_index_path))?;
         self.flush(cache)?;
         self.index_entries = active.offsets.len() as u64;
+        self.active = None;
         // Reopen read-only, with the index file.
         cache.invalidate(self.id);
         Ok(())

@@ -308,3 +308,16 @@ fn killed_writers_lose_no_acknowledged_batch() {
         drop(log);
     }
 }
+
+#[test]
+fn a_segment_cut_before_its_header_is_dropped() {
+    let tmp = scratch();
+    let dir = tmp.path().join("p");
+    let (written, _) = prepare(&dir, 5, 0);
+    // A crash right after creating the next segment's file, before its header.
+    std::fs::write(dir.join("00000000000000099999.log"), b"TRB").unwrap();
+    let log = Log::open(&dir, config(), resources()).unwrap();
+    assert_eq!(read_all(&log, 0, 1 << 20), written);
+    assert_eq!(log.log_end_offset(), 15);
+    assert!(!dir.join("00000000000000099999.log").exists());
+}
