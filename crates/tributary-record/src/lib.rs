@@ -46,6 +46,11 @@ pub const BATCH_HEADER_LEN: usize = 61;
 pub const NO_PRODUCER_ID: i64 = -1;
 /// `producer_epoch` of a batch written without idempotence.
 pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// The CRC-32C covers the batch from this byte (the attributes) to its end.
+pub const CRC_COVERED_FROM: usize = ATTRIBUTES_AT;
+/// The smallest encoding of one record (length, attributes, timestamp delta, offset delta, key
+/// length, value length and header count, one byte each).
+pub const MIN_RECORD_BYTES: usize = 7;
 /// `base_sequence` of a batch written without idempotence.
 pub const NO_SEQUENCE: i32 = -1;
 /// `partition_leader_epoch` before a leader stamps the batch.
@@ -291,6 +296,28 @@ impl BatchHeader {
             return Err(RecordError::Invalid(format!(
                 "unknown compression codec id {id}"
             )));
+        }
+        // The base offset is outside the CRC: it must still leave room for the whole batch.
+        let fits = self.base_offset >= 0
+            && self
+                .base_offset
+                .checked_add(i64::from(self.last_offset_delta) + 1)
+                .is_some();
+        if !fits {
+            return Err(RecordError::Invalid(format!(
+                "base offset {} with last offset delta {} is out of range",
+                self.base_offset, self.last_offset_delta
+            )));
+        }
+        // Uncompressed records take at least MIN_RECORD_BYTES each: a larger count is a lie.
+        if self.compression() == Compression::None {
+            let records_len = self.total_len() - BATCH_HEADER_LEN;
+            if self.record_count as usize > records_len / MIN_RECORD_BYTES {
+                return Err(RecordError::Invalid(format!(
+                    "{} records cannot fit in {records_len} bytes of records",
+                    self.record_count
+                )));
+            }
         }
         Ok(())
     }

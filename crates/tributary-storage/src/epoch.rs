@@ -78,67 +78,69 @@ impl EpochCache {
         self.entries.last().map(|&(epoch, _)| epoch)
     }
 
-    /// Records that `epoch` starts at `start_offset`, if it is newer than the latest epoch.
+    /// Records that `epoch` starts at `start_offset` (Kafka's `assign`): a no-op for the
+    /// latest epoch at or after its start; otherwise entries with an epoch at or above `epoch`,
+    /// or a start at or after `start_offset`, are replaced (they hold no record the log keeps).
     /// Returns whether the cache changed (and was checkpointed).
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> Result<bool> {
         if epoch < 0 {
             return Ok(false);
         }
-        match self.entries.last() {
-            Some(&(latest, _)) if epoch <= latest => return Ok(false),
-            _ => {}
+        if let Some(&(latest, start)) = self.entries.last()
+            && latest == epoch
+            && start_offset >= start
+        {
+            return Ok(false);
         }
-        // An epoch that starts at or before an older one's start replaces it (that older epoch
-        // wrote nothing that survived).
-        while let Some(&(_, start)) = self.entries.last() {
-            if start >= start_offset {
-                self.entries.pop();
-            } else {
-                break;
-            }
-        }
+        self.entries
+            .retain(|&(e, start)| e < epoch && start < start_offset);
         self.entries.push((epoch, start_offset));
         self.checkpoint()?;
         Ok(true)
     }
 
+    /// The newest epoch that has records below `log_end_offset`.
+    pub fn latest_epoch_with_data(&self, log_end_offset: i64) -> Option<i32> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|&&(_, start)| start < log_end_offset)
+            .map(|&(epoch, _)| epoch)
+    }
+
+    /// KIP-101/279, as Kafka answers it: for the latest epoch, the log end offset; for an older
+    /// one, the start of the next higher epoch, with the largest epoch at or below the one asked
+    /// for (or the one asked for, if it is older than every entry); for a newer or unknown one,
+    /// UNDEFINED.
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> EpochEndOffset {
-        match self.entries.last() {
-            None => return EpochEndOffset::UNDEFINED,
-            Some(&(latest, _)) if epoch == latest => {
-                return EpochEndOffset {
-                    leader_epoch: latest,
-                    end_offset: log_end_offset,
-                };
-            }
-            _ => {}
-        }
-        // The first epoch above the one asked for starts where it ends.
-        let above = self.entries.partition_point(|&(e, _)| e <= epoch);
-        if above == 0 {
-            // Older than everything we know.
+        let Some(&(latest, _)) = self.entries.last() else {
+            return EpochEndOffset::UNDEFINED;
+        };
+        if epoch < 0 {
             return EpochEndOffset::UNDEFINED;
         }
-        let (floor_epoch, _) = self.entries[above - 1];
-        let end_offset = self
-            .entries
-            .get(above)
-            .map_or(log_end_offset, |&(_, start)| start);
+        if epoch == latest {
+            return EpochEndOffset {
+                leader_epoch: latest,
+                end_offset: log_end_offset,
+            };
+        }
+        let above = self.entries.partition_point(|&(e, _)| e <= epoch);
+        let Some(&(_, higher_start)) = self.entries.get(above) else {
+            return EpochEndOffset::UNDEFINED;
+        };
+        let leader_epoch = above
+            .checked_sub(1)
+            .map_or(epoch, |floor| self.entries[floor].0);
         EpochEndOffset {
-            leader_epoch: floor_epoch,
-            end_offset,
+            leader_epoch,
+            end_offset: higher_start,
         }
     }
 
     /// Forgets epochs that start at or after `end_offset` (the log was truncated there).
     pub fn truncate_from_end(&mut self, end_offset: i64) -> Result<()> {
         self.retain_starts(|start| start < end_offset)
-    }
-
-    /// Forgets epochs that start after `end_offset`: after recovery, an epoch that starts
-    /// exactly at the log end (assigned by a new leader before its first append) stays.
-    pub fn drop_beyond(&mut self, end_offset: i64) -> Result<()> {
-        self.retain_starts(|start| start <= end_offset)
     }
 
     fn retain_starts(&mut self, keep: impl Fn(i64) -> bool) -> Result<()> {
@@ -251,48 +253,33 @@ mod tests {
         cache.assign(1, 0).unwrap();
         cache.assign(3, 10).unwrap();
         cache.assign(5, 25).unwrap();
-        assert!(!cache.assign(4, 30).unwrap(), "older epochs are ignored");
+        assert!(
+            !cache.assign(5, 30).unwrap(),
+            "the latest epoch keeps its start"
+        );
         let at = |epoch| cache.end_offset_for(epoch, 40);
-        assert_eq!(at(0), EpochEndOffset::UNDEFINED);
+        let answer = |leader_epoch, end_offset| EpochEndOffset {
+            leader_epoch,
+            end_offset,
+        };
         assert_eq!(
-            at(1),
-            EpochEndOffset {
-                leader_epoch: 1,
-                end_offset: 10
-            }
+            at(0),
+            answer(0, 0),
+            "older than every entry: where the log's epochs start"
         );
-        assert_eq!(
-            at(2),
-            EpochEndOffset {
-                leader_epoch: 1,
-                end_offset: 10
-            }
-        );
-        assert_eq!(
-            at(4),
-            EpochEndOffset {
-                leader_epoch: 3,
-                end_offset: 25
-            }
-        );
-        assert_eq!(
-            at(5),
-            EpochEndOffset {
-                leader_epoch: 5,
-                end_offset: 40
-            }
-        );
-        assert_eq!(
-            at(9),
-            EpochEndOffset {
-                leader_epoch: 5,
-                end_offset: 40
-            }
-        );
+        assert_eq!(at(1), answer(1, 10));
+        assert_eq!(at(2), answer(1, 10));
+        assert_eq!(at(4), answer(3, 25));
+        assert_eq!(at(5), answer(5, 40));
+        assert_eq!(at(9), EpochEndOffset::UNDEFINED, "newer than the latest");
 
         let reloaded = EpochCache::load(dir.path()).unwrap();
         assert_eq!(reloaded.entries(), &[(1, 0), (3, 10), (5, 25)]);
 
+        // A lower epoch replaces the entries at or above it (Kafka's assign).
+        cache.assign(4, 30).unwrap();
+        assert_eq!(cache.entries(), &[(1, 0), (3, 10), (4, 30)]);
+        assert_eq!(cache.latest_epoch_with_data(30), Some(3));
         cache.truncate_from_end(25).unwrap();
         assert_eq!(cache.entries(), &[(1, 0), (3, 10)]);
         cache.truncate_from_start(12).unwrap();

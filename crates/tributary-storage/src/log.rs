@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -10,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use tributary_record::{BatchHeader, Batches, RecordError, TimestampType};
 
 use crate::cache::FileCache;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, PendingTruncation};
 use crate::config::LogConfig;
 use crate::epoch::{EpochCache, EpochEndOffset};
 use crate::error::{Result, StorageError, io_err};
@@ -18,6 +19,13 @@ use crate::format::{
     FILE_HEADER_LEN, FileKind, parse_segment_name, segment_path, sync_dir, write_atomic,
 };
 use crate::segment::{Segment, remove_if_exists};
+
+/// Offsets in one segment stay within this distance of its base offset (Kafka's bound: the
+/// indexes store 32-bit relative offsets).
+const MAX_SEGMENT_OFFSET_SPAN: i64 = i32::MAX as i64;
+/// The active segment rolls when its in-memory offset index holds this many entries (Kafka's
+/// `segment.index.bytes` default of 10 MiB, at 8 bytes an entry): bounded memory per partition.
+const MAX_ACTIVE_INDEX_ENTRIES: usize = 10 * 1024 * 1024 / 8;
 
 /// Name of the marker a clean close leaves in the partition directory.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -198,9 +206,14 @@ impl State {
     }
 
     fn checkpoint(&self, dir: &Path) -> Result<()> {
+        self.checkpoint_pending(dir, None)
+    }
+
+    fn checkpoint_pending(&self, dir: &Path, pending: Option<PendingTruncation>) -> Result<()> {
         Checkpoint {
             recovery_point: self.recovery_point,
             log_start_offset: self.log_start_offset,
+            pending,
         }
         .store(dir)
     }
@@ -233,15 +246,33 @@ impl Log {
             }
         }
         bases.sort_unstable();
-        // A crash while creating a segment can leave its data file without a header: it holds
-        // nothing, so it goes.
+        // A crash while creating a segment can leave its data file without a header (short,
+        // or zero-filled after a power loss): the header is written before any batch, so such
+        // a file holds nothing that was acknowledged.
         while let Some(&last) = bases.last() {
-            if data_file_len(&dir, last)? >= FILE_HEADER_LEN {
-                break;
+            let path = segment_path(&dir, last, FileKind::Log);
+            let len = data_file_len(&dir, last)?;
+            if len < FILE_HEADER_LEN {
+                tracing::warn!(dir = %dir.display(), base = last, "removing a segment file cut before its header");
+                Segment::delete_files(&dir, last)?;
+                bases.pop();
+                continue;
             }
-            tracing::warn!(dir = %dir.display(), base = last, "removing a segment file cut before its header");
-            Segment::delete_files(&dir, last)?;
-            bases.pop();
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err("open", &path))?;
+            let mut header = [0u8; FILE_HEADER_LEN as usize];
+            file.read_exact_at(&mut header, 0)
+                .map_err(io_err("read", &path))?;
+            if header == [0u8; FILE_HEADER_LEN as usize] {
+                tracing::warn!(dir = %dir.display(), base = last, "segment header never reached the disk; rewriting it");
+                file.write_all_at(&crate::format::file_header(FileKind::Log), 0)
+                    .map_err(io_err("write", &path))?;
+                file.sync_all().map_err(io_err("fsync", &path))?;
+            }
+            break;
         }
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
@@ -374,12 +405,15 @@ impl Log {
         if rebuild_epochs {
             state.epochs.replace(rebuilt_epochs)?;
         }
-        state.epochs.drop_beyond(log_end_offset)?;
+        state.epochs.truncate_from_end(log_end_offset)?;
         state.epochs.truncate_from_start(log_start_offset)?;
+        let pending = checkpoint.and_then(|c| c.pending);
         let unchanged = checkpoint.is_some_and(|c| {
-            c.recovery_point == state.recovery_point && c.log_start_offset == log_start_offset
+            c.recovery_point == state.recovery_point
+                && c.log_start_offset == log_start_offset
+                && c.pending.is_none()
         });
-        if !unchanged && !new_log {
+        if !unchanged && !new_log && pending.is_none() {
             state.checkpoint(&dir)?;
         }
         if !clean || report.bytes_truncated > 0 {
@@ -392,12 +426,27 @@ impl Log {
                 "log recovered"
             );
         }
-        Ok(Self {
+        let log = Self {
             dir,
             resources,
             state: RwLock::new(state),
             open_report: report,
-        })
+        };
+        if let Some(pending) = pending {
+            tracing::warn!(dir = %log.dir.display(), ?pending, "finishing a truncation interrupted by a crash");
+            let mut state = log.write_state()?;
+            match pending {
+                PendingTruncation::TruncateTo(offset) => {
+                    log.truncate_to_locked(&mut state, offset)?;
+                    // Already cut before the crash: just clear the intent.
+                    state.checkpoint(&log.dir)?;
+                }
+                PendingTruncation::RestartAt(offset) => {
+                    log.restart_at_locked(&mut state, offset)?
+                }
+            }
+        }
+        Ok(log)
     }
 
     /// The partition directory.
@@ -519,14 +568,24 @@ impl Log {
         let mut buf = BytesMut::from(records);
         let mut next = first_offset;
         let mut max_timestamp = tributary_record::NO_TIMESTAMP;
-        for &(header, position) in &headers {
+        let mut stamped = Vec::with_capacity(headers.len());
+        for &(mut header, position) in &headers {
             let batch = &mut buf[position..position + header.total_len()];
             tributary_record::set_base_offset(batch, next);
             tributary_record::set_partition_leader_epoch(batch, leader_epoch);
             if log_append_time {
                 tributary_record::set_log_append_time(batch, now);
+                header.max_timestamp = now;
             }
-            next += i64::from(header.last_offset_delta) + 1;
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
+            stamped.push((header, position));
+            next = next
+                .checked_add(i64::from(header.last_offset_delta) + 1)
+                .ok_or(StorageError::OffsetsOutOfOrder {
+                    base_offset: next,
+                    expected_at_least: next,
+                })?;
             max_timestamp = max_timestamp.max(if log_append_time {
                 now
             } else {
@@ -535,7 +594,7 @@ impl Log {
         }
         let batches = buf.freeze();
         state.epochs.assign(leader_epoch, first_offset)?;
-        self.append_locked(&mut state, &batches, first_offset, next - 1)?;
+        self.append_locked(&mut state, &batches, &stamped)?;
         Self::after_append(&mut state, &self.dir, &self.resources, record_count, now)?;
         Ok(AppendInfo {
             first_offset,
@@ -557,7 +616,9 @@ impl Log {
         let mut state = self.write_state()?;
         let now = self.resources.clock.now_ms();
         let mut expected = state.log_end_offset();
-        let mut latest_epoch = state.epochs.latest_epoch().unwrap_or(-1);
+        // Only epochs that hold records count: a leadership that ended before its first append
+        // must not block the records of the leader that replaced it.
+        let mut latest_epoch = state.epochs.latest_epoch_with_data(expected).unwrap_or(-1);
         let mut max_timestamp = tributary_record::NO_TIMESTAMP;
         for &(header, _) in &headers {
             if header.base_offset < expected {
@@ -584,7 +645,7 @@ impl Log {
                 .epochs
                 .assign(header.partition_leader_epoch, header.base_offset)?;
         }
-        self.append_locked(&mut state, &records, first_offset, last_offset)?;
+        self.append_locked(&mut state, &records, &headers)?;
         Self::after_append(&mut state, &self.dir, &self.resources, record_count, now)?;
         Ok(AppendInfo {
             first_offset,
@@ -598,31 +659,47 @@ impl Log {
         })
     }
 
-    /// Writes validated batches at the end of the active segment, rolling first if needed.
+    /// Writes validated batches (with their final offsets in `headers`) at the end of the
+    /// active segment, rolling first if needed. Batches whose offsets would not fit one
+    /// segment's 32-bit relative offsets (a follower's gap after compaction) go to a new
+    /// segment: if a later group fails, the earlier ones stay (the follower fetches again).
     fn append_locked(
         &self,
         state: &mut State,
         batches: &[u8],
-        first_offset: i64,
-        last_offset: i64,
+        headers: &[(BatchHeader, usize)],
     ) -> Result<()> {
         let cache = &self.resources.files;
-        let now = self.resources.clock.now_ms();
-        let active = state.active();
-        let has_data = active.size > FILE_HEADER_LEN;
-        let age_ms = now - active.created_ms;
-        let too_big = active.size + batches.len() as u64 > u64::from(state.config.segment_bytes);
-        let too_old = age_ms > state.config.segment_ms;
-        let offsets_overflow = last_offset - active.base_offset > i64::from(u32::MAX);
-        if has_data && (too_big || too_old) || offsets_overflow {
-            self.roll_locked(state, first_offset)?;
-        }
         let interval = state.config.index_interval_bytes;
-        let active = state.active_mut();
-        let position = active.write(cache, batches)?;
-        for item in Batches::new(batches) {
-            let (header, at, _) = item.expect("batches were validated before the write");
-            active.index_batch(&header, position + at as u64, interval);
+        let mut i = 0;
+        while i < headers.len() {
+            let group_first = headers[i].0.base_offset;
+            let mut j = i + 1;
+            while j < headers.len()
+                && headers[j].0.last_offset() - group_first <= MAX_SEGMENT_OFFSET_SPAN
+            {
+                j += 1;
+            }
+            let (last, last_at) = headers[j - 1];
+            let (start, end) = (headers[i].1, last_at + last.total_len());
+
+            let now = self.resources.clock.now_ms();
+            let active = state.active();
+            let has_data = active.size > FILE_HEADER_LEN;
+            let too_big =
+                active.size + (end - start) as u64 > u64::from(state.config.segment_bytes);
+            let too_old = now - active.created_ms > state.config.segment_ms;
+            let index_full = active.index_entries_in_memory() >= MAX_ACTIVE_INDEX_ENTRIES;
+            let span_overflow = last.last_offset() - active.base_offset > MAX_SEGMENT_OFFSET_SPAN;
+            if has_data && (too_big || too_old || index_full) || span_overflow {
+                self.roll_locked(state, group_first)?;
+            }
+            let active = state.active_mut();
+            let position = active.write(cache, &batches[start..end])?;
+            for &(header, at) in &headers[i..j] {
+                active.index_batch(&header, position + (at - start) as u64, interval);
+            }
+            i = j;
         }
         Ok(())
     }
@@ -790,20 +867,30 @@ impl Log {
     /// may be below `offset`. Returns the new log end offset.
     pub fn truncate_to(&self, offset: i64) -> Result<i64> {
         let mut state = self.write_state()?;
+        self.truncate_to_locked(&mut state, offset)
+    }
+
+    fn truncate_to_locked(&self, state: &mut State, offset: i64) -> Result<i64> {
         let cache = &self.resources.files;
         if offset >= state.log_end_offset() {
             return Ok(state.log_end_offset());
         }
         if offset <= state.log_start_offset {
-            drop(state);
-            self.truncate_fully_and_start_at(offset)?;
+            self.restart_at_locked(state, offset)?;
             return Ok(offset);
         }
-        let doomed: Vec<i64> = state.segments.range(offset..).map(|(&b, _)| b).collect();
+        // Intent first, then delete newest first: a crash at any point leaves a contiguous
+        // prefix, and the next open finishes the truncation.
+        state.checkpoint_pending(&self.dir, Some(PendingTruncation::TruncateTo(offset)))?;
+        let first = *state.segments.keys().next().expect("not empty");
+        let doomed: Vec<i64> = state
+            .segments
+            .range(offset..)
+            .map(|(&b, _)| b)
+            .filter(|&b| b != first)
+            .rev()
+            .collect();
         for base in doomed {
-            if base == *state.segments.keys().next().expect("not empty") {
-                continue; // the first segment is kept (truncated below)
-            }
             state
                 .segments
                 .remove(&base)
@@ -819,8 +906,7 @@ impl Log {
         if log_end_offset <= state.log_start_offset {
             // The batch holding `offset` straddled the log start: nothing visible remains.
             let start = state.log_start_offset;
-            drop(state);
-            self.truncate_fully_and_start_at(start)?;
+            self.restart_at_locked(state, start)?;
             return Ok(start);
         }
         state.recovery_point = state.recovery_point.min(log_end_offset);
@@ -834,22 +920,25 @@ impl Log {
     /// leader whose log starts later).
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<()> {
         let mut state = self.write_state()?;
+        self.restart_at_locked(&mut state, offset)
+    }
+
+    fn restart_at_locked(&self, state: &mut State, offset: i64) -> Result<()> {
         let cache = &self.resources.files;
-        state.log_start_offset = offset;
-        state.recovery_point = offset;
-        // Checkpoint first: if we crash while deleting, the open finishes the job.
-        state.checkpoint(&self.dir)?;
-        for (_, segment) in std::mem::take(&mut state.segments) {
+        state.checkpoint_pending(&self.dir, Some(PendingTruncation::RestartAt(offset)))?;
+        while let Some((_, segment)) = state.segments.pop_last() {
             segment.delete(cache)?;
         }
         let mut segment = Segment::create(&self.dir, offset, cache)?;
         segment.created_ms = self.resources.clock.now_ms();
         state.segments.insert(offset, segment);
+        state.log_start_offset = offset;
+        state.recovery_point = offset;
         state.epochs.replace(Vec::new())?;
         state.unflushed_records = 0;
         state.first_unflushed_ms = None;
-        state.dir_dirty = true;
-        Ok(())
+        sync_dir(&self.dir)?;
+        state.checkpoint(&self.dir)
     }
 
     /// Moves the log start offset forward to `offset` (Kafka's DeleteRecords; retention): reads
@@ -872,27 +961,40 @@ impl Log {
         self.delete_below_start(&mut state)
     }
 
-    /// Deletes sealed segments that retention allows to go: by age (`retention.ms`, against
-    /// each segment's newest timestamp) and by size (`retention.bytes`), oldest first, never the
-    /// active segment. Moves the log start offset to the first remaining segment.
-    pub fn apply_retention(&self) -> Result<RetentionOutcome> {
+    /// Deletes the oldest segments that retention lets go, as Kafka does: by age
+    /// (`retention.ms`, against each segment's newest timestamp) and by size (`retention.bytes`:
+    /// a segment goes only if at least that much remains), never a segment with records at or
+    /// above `high_watermark` (not yet replicated everywhere). An active segment that has
+    /// expired entirely is rolled and deleted too, so an idle partition still expires. Moves the
+    /// log start offset to the first remaining record.
+    pub fn apply_retention(&self, high_watermark: i64) -> Result<RetentionOutcome> {
         let mut state = self.write_state()?;
         let now = self.resources.clock.now_ms();
         let config = state.config.clone();
-        let sealed: Vec<&Segment> = state.segments.values().rev().skip(1).rev().collect();
+        let log_end_offset = state.log_end_offset();
+        let high_watermark = high_watermark.min(log_end_offset);
+        // Each segment with data, oldest first, and the offset its records end before.
+        let bases: Vec<i64> = state.segments.keys().copied().collect();
+        let mut candidates = Vec::new();
+        for (i, segment) in state.segments.values().enumerate() {
+            let upper = bases.get(i + 1).copied().unwrap_or(log_end_offset);
+            if segment.size == FILE_HEADER_LEN || upper > high_watermark {
+                break;
+            }
+            candidates.push((segment, upper));
+        }
         let mut delete_count = 0;
         if config.retention_ms >= 0 {
-            for segment in &sealed {
+            for (segment, _) in &candidates {
                 let newest = if segment.max_timestamp >= 0 {
                     segment.max_timestamp
                 } else {
                     segment.modified_ms()?
                 };
-                if now - newest > config.retention_ms {
-                    delete_count += 1;
-                } else {
+                if now - newest <= config.retention_ms {
                     break;
                 }
+                delete_count += 1;
             }
         }
         if config.retention_bytes >= 0 {
@@ -903,25 +1005,24 @@ impl Log {
                 .sum();
             let mut excess = total as i64 - config.retention_bytes;
             let mut by_size = 0;
-            for segment in &sealed {
+            for (segment, _) in &candidates {
                 let size = (segment.size - FILE_HEADER_LEN) as i64;
-                if excess - size >= 0 {
-                    excess -= size;
-                    by_size += 1;
-                } else {
+                if excess - size < 0 {
                     break;
                 }
+                excess -= size;
+                by_size += 1;
             }
             delete_count = delete_count.max(by_size);
         }
         if delete_count == 0 {
             return self.delete_below_start(&mut state);
         }
-        let new_start = *state
-            .segments
-            .keys()
-            .nth(delete_count)
-            .expect("the active segment remains");
+        let new_start = candidates[delete_count - 1].1;
+        if delete_count == state.segments.len() {
+            // The active segment goes too: start an empty one at the log end first.
+            self.roll_locked(&mut state, log_end_offset)?;
+        }
         if new_start > state.log_start_offset {
             state.log_start_offset = new_start;
             state.checkpoint(&self.dir)?;
@@ -957,6 +1058,17 @@ impl Log {
 
     /// Flushes if `flush.ms` has passed since the oldest unflushed append (call periodically).
     pub fn flush_if_due(&self) -> Result<bool> {
+        let due = |state: &State, now: i64| {
+            state
+                .config
+                .flush_ms
+                .zip(state.first_unflushed_ms)
+                .is_some_and(|(ms, since)| now - since >= ms)
+        };
+        // Most calls find nothing to do: decide under the read lock.
+        if !due(&*self.read_state()?, self.resources.clock.now_ms()) {
+            return Ok(false);
+        }
         let mut state = self.write_state()?;
         let now = self.resources.clock.now_ms();
         let due = state
@@ -975,7 +1087,7 @@ impl Log {
         if state.recovery_point >= log_end_offset && state.unflushed_records == 0 {
             return Ok(());
         }
-        state.active().flush(&resources.files)?;
+        state.active_mut().flush(&resources.files)?;
         if state.dir_dirty {
             sync_dir(dir)?;
             // The partition directory's own name, too (created by the first open).
@@ -1030,7 +1142,7 @@ impl Log {
     pub fn close(&self) -> Result<()> {
         let mut state = self.write_state()?;
         Self::flush_locked(&mut state, &self.dir, &self.resources)?;
-        state.active().write_indexes()?;
+        state.active().write_final_indexes()?;
         state.checkpoint(&self.dir)?;
         state.epochs.ensure_written()?;
         write_atomic(&self.dir.join(CLEAN_SHUTDOWN_FILE), CLEAN_SHUTDOWN_CONTENTS)?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tributary_record::{BATCH_HEADER_LEN, BatchHeader, NO_TIMESTAMP, verify_batch};
+use tributary_record::{BATCH_HEADER_LEN, BatchHeader, NO_TIMESTAMP, TimestampType, verify_batch};
 
 use crate::cache::{FileCache, SegmentFiles};
 use crate::error::{Result, StorageError, io_err};
@@ -55,6 +55,10 @@ pub(crate) struct Segment {
     /// Entries in the offset index file (sealed segments).
     index_entries: u64,
     pub active: Option<ActiveIndexes>,
+    /// The handle unflushed writes went through, held until they are fsynced: Linux reports a
+    /// failed write-back only to descriptors open when it happened, so the fsync must use this
+    /// one even if the cache has evicted it.
+    pinned: Option<Arc<SegmentFiles>>,
     log_path: PathBuf,
     index_path: PathBuf,
     time_index_path: PathBuf,
@@ -98,6 +102,7 @@ impl Segment {
             last_batch_offset: -1,
             index_entries: 0,
             active: active.then(ActiveIndexes::default),
+            pinned: None,
             log_path,
             index_path,
             time_index_path,
@@ -245,8 +250,10 @@ impl Segment {
             let times = read_time_index(&segment.time_index_path)?;
             Ok((offsets, times))
         });
+        let mut file_last_time = None;
         let start = match indexes {
             Ok((offsets, times)) if !offsets.is_empty() => {
+                file_last_time = times.last().copied();
                 let last = *offsets.last().expect("not empty");
                 let active = segment.active.as_mut().expect("active");
                 active.offsets = offsets;
@@ -269,7 +276,26 @@ impl Segment {
             }
         };
         let end = segment.recover_from(start, index_interval_bytes, cache, on_batch)?;
+        // A clean close ends the time index with the entry for the last batch; if that is not
+        // what the file ends with, entries before the resume point may be missing too.
+        if start > FILE_HEADER_LEN && file_last_time != segment.final_time_entry() {
+            tracing::warn!(segment = %segment.log_path.display(), "active segment time index does not match the data, rebuilding it");
+            let size = segment.size;
+            segment = Self::blank(dir, base_offset, size, true, cache);
+            let end =
+                segment.recover_from(FILE_HEADER_LEN, index_interval_bytes, cache, on_batch)?;
+            return Ok((segment, end));
+        }
         Ok((segment, end))
+    }
+
+    /// The time-index entry that ends a closed or sealed segment: the segment's max timestamp
+    /// at its last batch. `None` without batches or timestamps.
+    fn final_time_entry(&self) -> Option<TimeEntry> {
+        (self.max_timestamp != NO_TIMESTAMP && self.last_batch_offset >= 0).then(|| TimeEntry {
+            timestamp: self.max_timestamp,
+            relative_offset: (self.last_batch_offset - self.base_offset) as u32,
+        })
     }
 
     /// Opens any segment by scanning its whole data file: rebuilds both indexes, truncates a
@@ -411,6 +437,11 @@ impl Segment {
         active.bytes_since_entry += header.total_len() as u64;
     }
 
+    /// Entries in the active segment's in-memory offset index (0 when sealed).
+    pub fn index_entries_in_memory(&self) -> usize {
+        self.active.as_ref().map_or(0, |a| a.offsets.len())
+    }
+
     /// This segment's open files (through the cache).
     pub fn files(&self, cache: &FileCache) -> Result<Arc<SegmentFiles>> {
         cache.get_or_open(self.id, || {
@@ -434,7 +465,11 @@ impl Segment {
     /// Writes `bytes` (whole, validated batches) at the end of the data file. On failure the
     /// file is cut back so no partial batch remains.
     pub fn write(&mut self, cache: &FileCache, bytes: &[u8]) -> Result<u64> {
-        let files = self.files(cache)?;
+        let files = match &self.pinned {
+            Some(files) => files.clone(),
+            None => self.files(cache)?,
+        };
+        self.pinned = Some(files.clone());
         let position = self.size;
         if let Err(err) = files.log.write_all_at(bytes, position) {
             let err = StorageError::io("append to", &self.log_path, err);
@@ -447,44 +482,30 @@ impl Segment {
     }
 
     /// Makes the data file durable.
-    pub fn flush(&self, cache: &FileCache) -> Result<()> {
-        let files = self.files(cache)?;
+    pub fn flush(&mut self, cache: &FileCache) -> Result<()> {
+        let files = match &self.pinned {
+            Some(files) => files.clone(),
+            None => self.files(cache)?,
+        };
         files
             .log
             .sync_data()
-            .map_err(io_err("fsync", &self.log_path))
-    }
-
-    /// Writes the active segment's indexes to their files (not fsynced; they can be rebuilt).
-    pub fn write_indexes(&self) -> Result<()> {
-        if let Some(active) = &self.active {
-            write_offset_index(&self.index_path, &active.offsets)?;
-            write_time_index(&self.time_index_path, &active.times)?;
-        }
+            .map_err(io_err("fsync", &self.log_path))?;
+        self.pinned = None;
         Ok(())
     }
 
-    /// Turns the active segment into a sealed one: a final time-index entry carries the
-    /// segment's max timestamp, both indexes and the data are written and fsynced.
-    /// On failure (a full disk) the segment stays active and nothing in memory changes.
-    pub fn seal(&mut self, cache: &FileCache) -> Result<()> {
+    /// Writes the active segment's indexes, ending the time index with the final entry, and
+    /// fsyncs them (at seal and at a clean close, whose marker promises they are complete).
+    pub fn write_final_indexes(&self) -> Result<()> {
         let Some(active) = self.active.as_ref() else {
             return Ok(());
         };
         let mut times = active.times.clone();
-        // The last time entry always names the last batch and carries the segment's max
-        // timestamp: reopening reads the max from it and checks it against the data.
-        let last_relative = (self.last_batch_offset - self.base_offset) as u32;
-        if self.max_timestamp != NO_TIMESTAMP
-            && self.last_batch_offset >= 0
-            && times.last().is_none_or(|t| {
-                t.relative_offset != last_relative || t.timestamp != self.max_timestamp
-            })
+        if let Some(last) = self.final_time_entry()
+            && times.last() != Some(&last)
         {
-            times.push(TimeEntry {
-                timestamp: self.max_timestamp,
-                relative_offset: last_relative,
-            });
+            times.push(last);
         }
         let index = write_offset_index(&self.index_path, &active.offsets)?;
         let times = write_time_index(&self.time_index_path, &times)?;
@@ -493,10 +514,21 @@ impl Segment {
             .map_err(io_err("fsync", &self.index_path))?;
         times
             .sync_all()
-            .map_err(io_err("fsync", &self.time_index_path))?;
+            .map_err(io_err("fsync", &self.time_index_path))
+    }
+
+    /// Turns the active segment into a sealed one: indexes written and fsynced (see
+    /// [`Self::write_final_indexes`]), data fsynced. On failure (a full disk) the segment stays
+    /// active and nothing in memory changes.
+    pub fn seal(&mut self, cache: &FileCache) -> Result<()> {
+        let Some(entries) = self.active.as_ref().map(|a| a.offsets.len() as u64) else {
+            return Ok(());
+        };
+        self.write_final_indexes()?;
         self.flush(cache)?;
-        self.index_entries = active.offsets.len() as u64;
+        self.index_entries = entries;
         self.active = None;
+        self.pinned = None;
         // Reopen read-only, with the index file.
         cache.invalidate(self.id);
         Ok(())
@@ -514,7 +546,19 @@ impl Segment {
             }
             (None, None) => None,
         };
-        Ok(entry.map_or(FILE_HEADER_LEN, |e| u64::from(e.position)))
+        let position = entry.map_or(FILE_HEADER_LEN, |e| u64::from(e.position));
+        if position >= self.size && self.size > FILE_HEADER_LEN {
+            // Never skip data silently because an index entry is damaged.
+            return Err(StorageError::corrupt(
+                &self.index_path,
+                0,
+                format!(
+                    "index entry for offset {offset} points at byte {position}, past the segment's {} bytes",
+                    self.size
+                ),
+            ));
+        }
+        Ok(position)
     }
 
     /// Walks batch headers from the index floor of `offset` to the first batch whose last
@@ -645,9 +689,15 @@ impl Segment {
         let files = self.files(cache)?;
         // Every batch before the floor entry's offset has a timestamp at or below the entry's,
         // which is below the target: start scanning there.
-        let times = match &self.active {
-            Some(active) => active.times.clone(),
-            None => read_time_index(&self.time_index_path).unwrap_or_default(),
+        // A sealed segment's time index is read for the lookup (an unreadable one only means a
+        // longer scan from the segment's start).
+        let sealed_times;
+        let times: &[TimeEntry] = match &self.active {
+            Some(active) => &active.times,
+            None => {
+                sealed_times = read_time_index(&self.time_index_path).unwrap_or_default();
+                &sealed_times
+            }
         };
         let after = times.partition_point(|t| t.timestamp < timestamp);
         let start_offset = after
@@ -663,6 +713,13 @@ impl Segment {
         while position < self.size {
             let header = self.read_header(&files, position, &mut buf)?;
             if header.max_timestamp >= timestamp && header.last_offset() >= from_offset {
+                if header.timestamp_type() == TimestampType::LogAppendTime {
+                    // Every record of the batch carries the leader's clock, not its own.
+                    return Ok(Some((
+                        header.base_offset.max(from_offset),
+                        header.max_timestamp,
+                    )));
+                }
                 let mut batch = BytesMut::zeroed(header.total_len());
                 files
                     .log
@@ -833,10 +890,30 @@ pub(crate) fn scan_batches(
                 "batch of {total} bytes but only {remaining} bytes left (torn write)"
             ));
         }
-        ensure(&mut buf, &mut buf_start, position, total)?;
-        let at = (position - buf_start) as usize;
-        if let Err(err) = verify_batch(&buf[at..at + total]) {
-            return damaged(err.to_string());
+        if total > SCAN_CHUNK_BYTES {
+            // A large batch (or a damaged length field) is checked in chunks, so recovery's
+            // memory stays bounded whatever the header claims.
+            if let Err(err) = header.check_consistency() {
+                return damaged(err.to_string());
+            }
+            let computed = crc_of_range(
+                file,
+                path,
+                position + tributary_record::CRC_COVERED_FROM as u64,
+                position + total as u64,
+            )?;
+            if computed != header.crc {
+                return damaged(format!(
+                    "record batch CRC mismatch: stored {:#010x}, computed {computed:#010x}",
+                    header.crc
+                ));
+            }
+        } else {
+            ensure(&mut buf, &mut buf_start, position, total)?;
+            let at = (position - buf_start) as usize;
+            if let Err(err) = verify_batch(&buf[at..at + total]) {
+                return damaged(err.to_string());
+            }
         }
         if let Err(reason) = check(&header, position) {
             return damaged(reason);
@@ -847,6 +924,21 @@ pub(crate) fn scan_batches(
         valid_len: position,
         damage: None,
     })
+}
+
+/// CRC-32C of the file's bytes `[from, to)`, read a chunk at a time.
+fn crc_of_range(file: &File, path: &Path, from: u64, to: u64) -> Result<u32> {
+    let mut chunk = vec![0u8; SCAN_CHUNK_BYTES];
+    let mut crc = 0u32;
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(chunk.len());
+        file.read_exact_at(&mut chunk[..n], at)
+            .map_err(io_err("read", path))?;
+        crc = crc32c::crc32c_append(crc, &chunk[..n]);
+        at += n as u64;
+    }
+    Ok(crc)
 }
 
 /// Entry count of an index file and the bytes of its last entry (header and length checked).

@@ -213,7 +213,15 @@ fn follower_appends_keep_the_leaders_offsets_and_epochs() {
             end_offset: 8
         }
     );
-    assert_eq!(follower.end_offset_for_epoch(0), EpochEndOffset::UNDEFINED);
+    // Older than every epoch: the log's epochs start at 0 (KIP-279, as Kafka answers).
+    assert_eq!(
+        follower.end_offset_for_epoch(0),
+        EpochEndOffset {
+            leader_epoch: 0,
+            end_offset: 0
+        }
+    );
+    assert_eq!(follower.end_offset_for_epoch(6), EpochEndOffset::UNDEFINED);
     // Offsets must move forward.
     assert!(matches!(
         follower.append_as_follower(fetched.clone()),
@@ -269,7 +277,7 @@ fn truncation_removes_whole_batches_and_epochs_past_the_point() {
 }
 
 #[test]
-fn retention_deletes_old_and_excess_sealed_segments_only() {
+fn retention_deletes_old_and_excess_segments_below_the_high_watermark() {
     let env = Env::new();
     let config = LogConfig {
         retention_ms: 60_000,
@@ -282,13 +290,19 @@ fn retention_deletes_old_and_excess_sealed_segments_only() {
     }
     let segments = log.segment_count();
     assert!(segments >= 3);
+    let end = log.log_end_offset();
     assert_eq!(
-        log.apply_retention().unwrap().segments,
+        log.apply_retention(end).unwrap().segments,
         0,
         "nothing is old yet"
     );
     env.clock.advance(120_000);
-    let outcome = log.apply_retention().unwrap();
+    // Records not yet below the high watermark are never deleted.
+    assert_eq!(log.apply_retention(0).unwrap().segments, 0);
+    // A fresh record keeps the active segment; every sealed one has expired.
+    log.append_as_leader(&batch(99, 1, 10, env.clock.now()), 0)
+        .unwrap();
+    let outcome = log.apply_retention(log.log_end_offset()).unwrap();
     assert_eq!(
         outcome.segments,
         segments - 1,
@@ -301,7 +315,24 @@ fn retention_deletes_old_and_excess_sealed_segments_only() {
         log.read(0, 100, None, true),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
-    assert!(log.read(start, 1 << 20, None, true).unwrap().first_offset == Some(start));
+    assert_eq!(
+        log.read(start, 1 << 20, None, true).unwrap().first_offset,
+        Some(start)
+    );
+    // An idle partition expires too: its active segment is rolled and deleted.
+    env.clock.advance(120_000);
+    let outcome = log.apply_retention(log.log_end_offset()).unwrap();
+    assert_eq!(outcome.segments, 1);
+    assert_eq!(log.log_start_offset(), log.log_end_offset());
+    assert_eq!(log.size_bytes(), 0);
+    let info = log
+        .append_as_leader(&batch(100, 1, 10, env.clock.now()), 0)
+        .unwrap();
+    assert_eq!(
+        info.first_offset,
+        end + 1,
+        "offsets go on after an expired log"
+    );
 
     // By size (Kafka's rule): delete a segment only if at least retention.bytes remain.
     let env = Env::new();
@@ -313,7 +344,7 @@ fn retention_deletes_old_and_excess_sealed_segments_only() {
         log.append_as_leader(&batch(tag, 2, 200, env.clock.now()), 0)
             .unwrap();
     }
-    let outcome = log.apply_retention().unwrap();
+    let outcome = log.apply_retention(log.log_end_offset()).unwrap();
     assert!(outcome.segments > 0);
     let size = log.size_bytes();
     assert!(size >= 8192, "deleted too much: {size} bytes left");
@@ -473,6 +504,9 @@ fn ten_thousand_partitions_keep_open_files_bounded() {
         )
         .unwrap();
         log.append_as_leader(&one, 0).unwrap();
+        // Unflushed writes keep their file open until fsynced (write-back errors are only
+        // reported to descriptors open when they happen); flushed, they fall to the cache.
+        log.flush().unwrap();
         logs.push(log);
     }
     for log in &logs {
