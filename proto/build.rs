@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
+    // Directories too, so a newly added .proto file triggers a rebuild.
+    println!("cargo:rerun-if-changed=tributary");
     println!("cargo:rerun-if-env-changed=PROTOC");
 
     let mut config = tonic_prost_build::Config::new();

@@ -13,6 +13,15 @@ pub mod common {
     }
 }
 
+/// The Raft transport between coordinator nodes (used by `tributary-raft` only).
+pub mod raft {
+    /// Version 1 of the Raft transport.
+    pub mod v1 {
+        #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+        tonic::include_proto!("tributary.raft.v1");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::common::v1::ErrorCode;
