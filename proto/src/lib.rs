@@ -13,6 +13,15 @@ pub mod common {
     }
 }
 
+/// The coordinator's API: broker lifecycle, the metadata log, and admin.
+pub mod coordinator {
+    /// Version 1 of the coordinator API.
+    pub mod v1 {
+        #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+        tonic::include_proto!("tributary.coordinator.v1");
+    }
+}
+
 /// The Raft transport between coordinator nodes (used by `tributary-raft` only).
 pub mod raft {
     /// Version 1 of the Raft transport.

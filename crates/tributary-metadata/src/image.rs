@@ -131,12 +131,12 @@ pub enum MetadataRecord {
         /// The cluster id.
         cluster_id: String,
     },
-    /// A coordinator became the active controller.
+    /// A coordinator became the active controller (its epoch is this record's offset).
     BecomeController {
         /// Coordinator node id.
         node_id: u64,
-        /// Its epoch (Raft term).
-        epoch: u64,
+        /// The Raft term it leads in (informational).
+        term: u64,
     },
     /// A broker process registers (again); it starts fenced.
     RegisterBroker {
@@ -254,16 +254,12 @@ impl MetadataImage {
                 }
                 Ok(RecordResult::Done)
             }
-            MetadataRecord::BecomeController { node_id, epoch } => {
-                if self.controller.is_some_and(|c| c.epoch > *epoch) {
-                    return Err(ApiError::new(
-                        ErrorCode::StaleControllerEpoch,
-                        format!("controller epoch {epoch} is older than the current one"),
-                    ));
-                }
+            MetadataRecord::BecomeController { node_id, term: _ } => {
+                // The controller epoch is the offset of the record that made it controller: it
+                // rises with every takeover, even when Raft re-elects a node in the same term.
                 self.controller = Some(Controller {
                     node_id: *node_id,
-                    epoch: *epoch,
+                    epoch: offset,
                 });
                 Ok(RecordResult::Done)
             }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod controller;
 mod error;
 mod image;
+pub mod wire;
 
 pub use error::ApiError;
 pub use image::{
