@@ -1,0 +1,284 @@
+//! Configuration: defaults, then a TOML file, then `TRIBUTARY_*` environment variables, then
+//! command-line flags, each layer overriding the one before.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+const KNOWN_KEYS: &[&str] = &[
+    "node_id",
+    "data_dir",
+    "listen",
+    "advertised_address",
+    "initial_members",
+    "broker_session_timeout_ms",
+    "leader_rebalance_interval_ms",
+];
+
+/// Everything a coordinator node needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// This node's id (coordinators use 101, 102, 103, ...).
+    pub node_id: u64,
+    /// Where the Raft log, vote and snapshots live.
+    pub data_dir: PathBuf,
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// The address other nodes and brokers use to reach this one (`host:port`).
+    pub advertised_address: String,
+    /// The voters a new cluster starts with (node id → `host:port`); must include this node.
+    /// Empty: a single-node cluster of this node.
+    pub initial_members: BTreeMap<u64, String>,
+    /// A broker that sends no heartbeat for this long is fenced (`broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How often the controller moves leadership back to preferred replicas.
+    pub leader_rebalance_interval_ms: u64,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 101,
+            data_dir: PathBuf::from("data"),
+            listen: "0.0.0.0:9191".parse().expect("valid address"),
+            advertised_address: "localhost:9191".into(),
+            initial_members: BTreeMap::new(),
+            broker_session_timeout_ms: 9_000,
+            leader_rebalance_interval_ms: 30_000,
+        }
+    }
+}
+
+/// The flags that can override the file and the environment.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ConfigFlags {
+    /// A TOML file with any of the settings below (snake_case keys).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id.
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address, e.g. 0.0.0.0:9191.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address advertised to other nodes and brokers, e.g. coordinator-1:9191.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_address: Option<String>,
+    /// Voters of a new cluster: 101=host:9191,102=host:9192,...
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    pub initial_members: Option<String>,
+    /// broker.session.timeout.ms.
+    #[arg(long, value_name = "MS")]
+    pub broker_session_timeout_ms: Option<u64>,
+}
+
+impl CoordinatorConfig {
+    /// Layers defaults, the file (if any), `TRIBUTARY_*` variables and the flags.
+    pub fn load(flags: &ConfigFlags) -> Result<Self> {
+        let defaults = Self::default();
+        let mut builder = config::Config::builder()
+            .set_default("node_id", defaults.node_id)?
+            .set_default("data_dir", defaults.data_dir.display().to_string())?
+            .set_default("listen", defaults.listen.to_string())?
+            .set_default("advertised_address", defaults.advertised_address.clone())?
+            .set_default("initial_members", "")?
+            .set_default(
+                "broker_session_timeout_ms",
+                defaults.broker_session_timeout_ms,
+            )?
+            .set_default(
+                "leader_rebalance_interval_ms",
+                defaults.leader_rebalance_interval_ms,
+            )?;
+        if let Some(file) = &flags.config {
+            // Unknown keys in the file are mistakes (a typo would silently keep a default).
+            let only_file = config::Config::builder()
+                .add_source(config::File::from(file.as_path()).required(true))
+                .build()
+                .with_context(|| format!("reading {}", file.display()))?;
+            let keys: std::collections::HashMap<String, config::Value> =
+                only_file.try_deserialize()?;
+            for key in keys.keys() {
+                if !KNOWN_KEYS.contains(&key.as_str()) {
+                    bail!(
+                        "unknown setting `{key}` in {} (known: {})",
+                        file.display(),
+                        KNOWN_KEYS.join(", ")
+                    );
+                }
+            }
+            builder = builder.add_source(config::File::from(file.as_path()).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("TRIBUTARY")
+                .prefix_separator("_")
+                .try_parsing(true),
+        );
+        let raw = builder.build().context("reading the configuration")?;
+        let members_text: String = raw.get("initial_members").unwrap_or_default();
+        let mut config = Self {
+            node_id: raw.get("node_id").context("node_id")?,
+            data_dir: raw.get::<String>("data_dir").context("data_dir")?.into(),
+            listen: raw
+                .get::<String>("listen")
+                .context("listen")?
+                .parse()
+                .context("listen must be an IP address and port, e.g. 0.0.0.0:9191")?,
+            advertised_address: raw
+                .get("advertised_address")
+                .context("advertised_address")?,
+            initial_members: parse_members(&members_text)?,
+            broker_session_timeout_ms: raw
+                .get("broker_session_timeout_ms")
+                .context("broker_session_timeout_ms")?,
+            leader_rebalance_interval_ms: raw
+                .get("leader_rebalance_interval_ms")
+                .context("leader_rebalance_interval_ms")?,
+        };
+        if let Some(v) = flags.node_id {
+            config.node_id = v;
+        }
+        if let Some(v) = &flags.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = flags.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &flags.advertised_address {
+            config.advertised_address = v.clone();
+        }
+        if let Some(v) = &flags.initial_members {
+            config.initial_members = parse_members(v)?;
+        }
+        if let Some(v) = flags.broker_session_timeout_ms {
+            config.broker_session_timeout_ms = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<()> {
+        if self.node_id == 0 {
+            bail!("node_id must be at least 1");
+        }
+        if !self.initial_members.is_empty() && !self.initial_members.contains_key(&self.node_id) {
+            bail!(
+                "initial_members ({}) must include this node ({})",
+                format_members(&self.initial_members),
+                self.node_id
+            );
+        }
+        if self.broker_session_timeout_ms < 100 {
+            bail!("broker_session_timeout_ms must be at least 100");
+        }
+        Ok(())
+    }
+
+    /// The voters a new cluster starts with.
+    pub fn bootstrap_members(&self) -> BTreeMap<u64, String> {
+        if self.initial_members.is_empty() {
+            BTreeMap::from([(self.node_id, self.advertised_address.clone())])
+        } else {
+            self.initial_members.clone()
+        }
+    }
+
+    /// broker.session.timeout.ms as a duration.
+    pub fn broker_session_timeout(&self) -> Duration {
+        Duration::from_millis(self.broker_session_timeout_ms)
+    }
+}
+
+/// Parses `101=host:9191,102=host:9192`.
+pub fn parse_members(text: &str) -> Result<BTreeMap<u64, String>> {
+    let mut members = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((id, addr)) = item.split_once('=') else {
+            bail!("initial member `{item}` is not ID=HOST:PORT");
+        };
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("initial member `{item}`: `{id}` is not a node id"))?;
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            bail!("initial member `{item}`: `{addr}` is not HOST:PORT");
+        }
+        if members.insert(id, addr.to_owned()).is_some() {
+            bail!("initial member {id} is listed twice");
+        }
+    }
+    Ok(members)
+}
+
+fn format_members(members: &BTreeMap<u64, String>) -> String {
+    members
+        .iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_and_bad_ones_are_named() {
+        let m = parse_members("101=a:9191, 102=b:9192").unwrap();
+        assert_eq!(m[&102], "b:9192");
+        assert!(
+            parse_members("101")
+                .unwrap_err()
+                .to_string()
+                .contains("`101`")
+        );
+        assert!(parse_members("x=a:1").is_err());
+        assert!(parse_members("1=a").is_err());
+        assert!(
+            parse_members("1=a:1,1=b:2")
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "node_id = 102\nlisten = \"127.0.0.1:9999\"\ninitial_members = \"101=a:1,102=b:2\"\n",
+        )
+        .unwrap();
+        let flags = ConfigFlags {
+            config: Some(file.clone()),
+            node_id: Some(101),
+            ..Default::default()
+        };
+        let config = CoordinatorConfig::load(&flags).unwrap();
+        assert_eq!(config.node_id, 101);
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.initial_members.len(), 2);
+        std::fs::write(&file, "node_idd = 1\n").unwrap();
+        let flags = ConfigFlags {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(
+            CoordinatorConfig::load(&flags).is_err(),
+            "unknown keys are refused"
+        );
+    }
+}
