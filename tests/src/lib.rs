@@ -1,5 +1,12 @@
-//! Cross-process integration tests of Tributary.
+//! Cross-process integration tests of Tributary, and the process harness they use.
 //!
-//! Tests here start real coordinator and broker processes and talk to them over real gRPC on
-//! loopback. The process harness arrives with the coordinator (issue 3); until then the storage
-//! engine's crash tests (which kill a real writing process) live in `tributary-storage`.
+//! The library is the harness ([`harness`]): it starts real coordinator (and, from issue 4,
+//! broker) processes from already-built binaries, on free loopback ports, each with its own data
+//! directory and log file, and can kill -9, pause, resume, restart and stop any of them. Every
+//! cross-process test uses it, and so does `cargo xtask cluster-up` (which starts the same
+//! processes detached, under `.tributary/`).
+//!
+//! The tests under `tests/` talk to those processes over real gRPC on loopback. The storage
+//! engine's own crash tests (which kill a real writing process) live in `tributary-storage`.
+
+pub mod harness;

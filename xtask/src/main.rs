@@ -3,6 +3,8 @@
 //! Everything a fresh machine needs is done from here (and from `.ci/run`, which calls it), so
 //! nothing has to be installed by hand.
 
+mod cluster;
+
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -12,11 +14,14 @@ cargo xtask <task> [options]
 
 tasks:
   test [--no-lint]   every check and test of the workspace: rustfmt, clippy (-D warnings),
-                     then all unit, property, crash and integration tests
-  cluster-up         bring a local cluster up (coordinators and brokers; arrives with the
-                     coordinator and broker services)
-  help               this text
+                     then builds every binary and runs all unit, property, crash, integration
+                     and doc tests (--no-lint: skip rustfmt and clippy)
 ";
+
+/// The help text: the tasks above, the cluster tasks, `help`.
+fn help() -> String {
+    format!("{HELP}{}  help               this text\n", cluster::HELP)
+}
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -35,18 +40,25 @@ fn run(args: Vec<String>) -> Result<()> {
     };
     match task {
         "test" => test(rest),
-        "cluster-up" => bail!(
-            "cluster-up is not built yet: it arrives with the coordinator and broker services \
-             (issues 3 and 4); today the workspace holds the storage engine only"
-        ),
+        "cluster-up" => cluster::up(rest, &workspace_root()),
+        "cluster-down" => cluster::down(rest, &workspace_root()),
+        "cluster-status" => cluster::status(rest, &workspace_root()),
         "help" | "--help" | "-h" => {
-            print!("{HELP}");
+            print!("{}", help());
             Ok(())
         }
-        other => bail!("unknown task `{other}`\n\n{HELP}"),
+        other => bail!("unknown task `{other}`\n\n{}", help()),
     }
 }
 
+/// `cargo xtask test`: rustfmt and clippy (unless `--no-lint`), `cargo build --workspace
+/// --bins`, `cargo test --workspace --all-targets`, then the doctests.
+///
+/// The build step is what puts `target/debug/tributary-coordinator` (and every other service
+/// binary) in place before the integration tests start it through the harness: cargo itself
+/// builds a package's binaries before running tests only for that package's own integration
+/// tests, so it would build them for `tributary-coordinator`'s tests but not for
+/// `tributary-tests`'.
 fn test(args: &[String]) -> Result<()> {
     let mut lint = true;
     for arg in args {
@@ -66,6 +78,8 @@ fn test(args: &[String]) -> Result<()> {
             "warnings",
         ])?;
     }
+    // Every binary first, for the harness (see above).
+    cargo(&["build", "--workspace", "--bins"])?;
     // Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
