@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -369,5 +369,149 @@ fn coordinators_elect_a_controller_validate_topics_fail_over_and_fence_brokers()
     for b in &brokers {
         b.alive.store(false, Ordering::SeqCst);
     }
+    Ok(())
+}
+
+/// Creates topics one after another through any live coordinator, retrying, and records the
+/// names whose creation was acknowledged (counting them in `acked`), until `stop` is set.
+async fn write_topics(
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    let mut i = 0usize;
+    let mut turn = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        let name = format!("t-{i}");
+        let addr = &addrs[turn % addrs.len()];
+        turn += 1;
+        match create_topic(addr, &name, 1, 1, &[]).await {
+            Ok(r) if code(&r.results[0].error) == ErrorCode::None => {
+                acknowledged.push(name);
+                acked.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+            // Created by an earlier attempt whose answer was lost: not acknowledged to us, but
+            // it exists; move on.
+            Ok(r) if code(&r.results[0].error) == ErrorCode::TopicAlreadyExists => i += 1,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    acknowledged
+}
+
+#[test]
+fn no_committed_change_is_lost_when_coordinators_are_killed_and_a_minority_cannot_commit()
+-> Result<()> {
+    let mut cluster = Cluster::start(3).context("starting 3 coordinators")?;
+    let members = cluster.coordinator_members();
+    let addrs: Vec<String> = members.iter().map(|(_, a)| a.clone()).collect();
+    let ids: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(eventually("a controller", WAIT, || async {
+        leader_of(&describe(&addrs[0], 0).await?)
+    }))?;
+    let broker = runtime.block_on(start_broker(addrs.clone(), 1))?;
+    runtime.block_on(eventually("broker 1 running", WAIT, || async {
+        let image = describe(&addrs[0], 0).await?.image?;
+        image
+            .brokers
+            .iter()
+            .any(|b| b.state == pb::BrokerState::Running as i32)
+            .then_some(())
+    }))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writer = runtime.spawn(write_topics(addrs.clone(), stop.clone(), acked.clone()));
+    // Writes go on: two more are acknowledged from now (through a leader elected if need be).
+    let progress = |runtime: &tokio::runtime::Runtime, what: &str| -> Result<()> {
+        let before = acked.load(Ordering::SeqCst);
+        runtime.block_on(eventually(what, WAIT, || async {
+            (acked.load(Ordering::SeqCst) >= before + 2).then_some(())
+        }))
+    };
+    progress(&runtime, "writes to start")?;
+    // Kill -9 each node in turn (the controller among them), then all three at once.
+    for &id in &ids {
+        eprintln!("killing coordinator {id}");
+        cluster.coordinator(id).kill_9()?;
+        progress(
+            &runtime,
+            &format!("writes to go on without coordinator {id}"),
+        )?;
+        cluster.coordinator(id).restart()?;
+        cluster.coordinator(id).wait_serving(WAIT)?;
+    }
+    for &id in &ids {
+        cluster.coordinator(id).kill_9()?;
+    }
+    for &id in &ids {
+        cluster.coordinator(id).restart()?;
+    }
+    cluster.wait_serving(WAIT)?;
+    progress(
+        &runtime,
+        "writes to go on after every coordinator was killed",
+    )?;
+    stop.store(true, Ordering::SeqCst);
+    let acknowledged = runtime.block_on(writer)?;
+    assert!(
+        acknowledged.len() >= 4,
+        "only {} topics acknowledged",
+        acknowledged.len()
+    );
+    eprintln!(
+        "{} topics acknowledged while coordinators were killed",
+        acknowledged.len()
+    );
+
+    // Every acknowledged topic is on every node.
+    let last = runtime.block_on(eventually("the final metadata offset", WAIT, || async {
+        describe(&addrs[0], 0).await?.image.map(|i| i.offset)
+    }))?;
+    for addr in &addrs {
+        let image = runtime.block_on(eventually("a node to catch up", WAIT, || async {
+            describe(addr, last).await?.image
+        }))?;
+        let names: std::collections::BTreeSet<&str> =
+            image.topics.iter().map(|t| t.name.as_str()).collect();
+        for name in &acknowledged {
+            assert!(
+                names.contains(name.as_str()),
+                "{addr} lost acknowledged topic {name}"
+            );
+        }
+    }
+
+    // A single node (a minority) cannot change the metadata.
+    let lone = ids[0];
+    for &id in &ids[1..] {
+        cluster.coordinator(id).kill_9()?;
+    }
+    let lone_addr = addrs[0].clone();
+    let attempt = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(8),
+            create_topic(&lone_addr, "minority-write", 1, 1, &[]),
+        )
+        .await
+    });
+    let acknowledged_by_minority =
+        matches!(&attempt, Ok(Ok(r)) if code(&r.results[0].error) == ErrorCode::None);
+    assert!(
+        !acknowledged_by_minority,
+        "coordinator {lone} alone acknowledged a write: {attempt:?}"
+    );
+    let image = runtime
+        .block_on(describe(&lone_addr, 0))
+        .and_then(|r| r.image)
+        .context("describe the lone node")?;
+    assert!(
+        !image.topics.iter().any(|t| t.name == "minority-write"),
+        "an uncommitted change was applied"
+    );
+    broker.alive.store(false, Ordering::SeqCst);
     Ok(())
 }
