@@ -111,34 +111,21 @@ impl BrokerLifecycle for BrokerLifecycleService {
     ) -> Result<Response<pb::BrokerHeartbeatResponse>, Status> {
         forward!(self, request, BrokerLifecycleClient, broker_heartbeat);
         let req = request.into_inner();
-        let broker = self
-            .0
-            .read(|image| image.brokers.get(&req.broker_id).cloned());
-        let Some(broker) = broker else {
-            let err = ApiError::new(
-                ErrorCode::BrokerIdNotRegistered,
-                format!("broker {} is not registered", req.broker_id),
-            );
-            return Ok(Response::new(pb::BrokerHeartbeatResponse {
-                error: refused(&err),
-                fenced: true,
-                ..Default::default()
-            }));
+        let broker = self.0.read(|image| {
+            image
+                .registered_broker(req.broker_id, req.broker_epoch)
+                .cloned()
+        });
+        let broker = match broker {
+            Ok(broker) => broker,
+            Err(err) => {
+                return Ok(Response::new(pb::BrokerHeartbeatResponse {
+                    error: refused(&err),
+                    fenced: true,
+                    ..Default::default()
+                }));
+            }
         };
-        if broker.epoch != req.broker_epoch {
-            let err = ApiError::new(
-                ErrorCode::StaleBrokerEpoch,
-                format!(
-                    "broker {} is registered at epoch {}, not {}",
-                    broker.id, broker.epoch, req.broker_epoch
-                ),
-            );
-            return Ok(Response::new(pb::BrokerHeartbeatResponse {
-                error: refused(&err),
-                fenced: true,
-                ..Default::default()
-            }));
-        }
         self.0.heard_from(broker.id);
         // Kafka's rule: a broker is unfenced once it has caught up with the metadata up to its
         // own registration; it asks for controlled shutdown by heartbeat too.

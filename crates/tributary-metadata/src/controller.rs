@@ -355,21 +355,7 @@ pub fn plan_alter_partition(
     image: &MetadataImage,
     request: &AlterPartitionRequest,
 ) -> Result<PartitionChange, ApiError> {
-    let broker = image.brokers.get(&request.broker_id).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::BrokerIdNotRegistered,
-            format!("broker {} is not registered", request.broker_id),
-        )
-    })?;
-    if broker.epoch != request.broker_epoch {
-        return Err(ApiError::new(
-            ErrorCode::StaleBrokerEpoch,
-            format!(
-                "broker {} is at epoch {}, not {}",
-                broker.id, broker.epoch, request.broker_epoch
-            ),
-        ));
-    }
+    image.registered_broker(request.broker_id, request.broker_epoch)?;
     let name = image.topic_name(request.topic_id)?;
     let partition = image.topics[name]
         .partitions

@@ -515,8 +515,10 @@ impl MetadataImage {
         Ok(())
     }
 
-    fn broker_with_epoch(&mut self, id: BrokerId, epoch: u64) -> Result<&mut Broker, ApiError> {
-        let broker = self.brokers.get_mut(&id).ok_or_else(|| {
+    /// The broker `id` if it is registered at `epoch` (a request from an older incarnation of it
+    /// is refused with STALE_BROKER_EPOCH).
+    pub fn registered_broker(&self, id: BrokerId, epoch: u64) -> Result<&Broker, ApiError> {
+        let broker = self.brokers.get(&id).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::BrokerIdNotRegistered,
                 format!("broker {id} is not registered"),
@@ -525,10 +527,18 @@ impl MetadataImage {
         if broker.epoch != epoch {
             return Err(ApiError::new(
                 ErrorCode::StaleBrokerEpoch,
-                format!("broker {id} is at epoch {}, not {epoch}", broker.epoch),
+                format!(
+                    "broker {id} is registered at epoch {}, not {epoch}",
+                    broker.epoch
+                ),
             ));
         }
         Ok(broker)
+    }
+
+    fn broker_with_epoch(&mut self, id: BrokerId, epoch: u64) -> Result<&mut Broker, ApiError> {
+        self.registered_broker(id, epoch)?;
+        Ok(self.brokers.get_mut(&id).expect("checked above"))
     }
 
     /// The name of the topic with `id`.
