@@ -515,3 +515,74 @@ fn no_committed_change_is_lost_when_coordinators_are_killed_and_a_minority_canno
     broker.alive.store(false, Ordering::SeqCst);
     Ok(())
 }
+
+#[test]
+fn a_coordinator_joins_as_learner_then_voter_and_another_leaves() -> Result<()> {
+    let cluster = Cluster::start(3).context("starting 3 coordinators")?;
+    let members = cluster.coordinator_members();
+    let addrs: Vec<String> = members.iter().map(|(_, a)| a.clone()).collect();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(eventually("a controller", WAIT, || async {
+        leader_of(&describe(&addrs[0], 0).await?)
+    }))?;
+
+    // A fourth node started with --join waits to be added (it bootstraps nothing itself).
+    let port = tributary_tests::harness::free_ports(1)?[0];
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let program = tributary_tests::harness::bin_dir()?.join(NodeKind::Coordinator.binary_name());
+    let mut spec = tributary_tests::harness::NodeSpec::new(
+        NodeKind::Coordinator,
+        104,
+        program,
+        cluster.root().join("coordinator-104"),
+        listen,
+    );
+    spec.extra_args = vec!["--join".into()];
+    let mut joiner = tributary_tests::harness::Node::start(spec)?;
+    let joiner_addr = listen.to_string();
+
+    let _runtime_context = runtime.enter();
+    let mut admin = AdminClient::new(channel(&addrs[1])?);
+    let added = runtime.block_on(admin.add_coordinator(pb::AddCoordinatorRequest {
+        node_id: 104,
+        address: joiner_addr.clone(),
+    }))?;
+    let added = added.into_inner();
+    assert_eq!(code(&added.error), ErrorCode::None, "{added:?}");
+    assert_eq!(added.voters, vec![101, 102, 103, 104]);
+    joiner.wait_serving(WAIT)?;
+    // The new voter has the whole history and takes writes (forwarded to the controller).
+    let created = runtime.block_on(eventually("a write through the new node", WAIT, || async {
+        let r = create_topic(&joiner_addr, "after-join", 1, 1, &[])
+            .await
+            .ok()?;
+        Some(r)
+    }))?;
+    // No broker is registered: the topic is refused for its replication factor, which proves
+    // the request reached the controller and was validated there.
+    assert_eq!(
+        code(&created.results[0].error),
+        ErrorCode::InvalidReplicationFactor
+    );
+
+    // Remove 101: the three remaining voters keep the cluster going.
+    let removed = runtime
+        .block_on(admin.remove_coordinator(pb::RemoveCoordinatorRequest { node_id: 101 }))?;
+    let removed = removed.into_inner();
+    assert_eq!(code(&removed.error), ErrorCode::None, "{removed:?}");
+    assert_eq!(removed.voters, vec![102, 103, 104]);
+    let bad = runtime
+        .block_on(admin.remove_coordinator(pb::RemoveCoordinatorRequest { node_id: 999 }))?;
+    assert_eq!(code(&bad.into_inner().error), ErrorCode::InvalidRequest);
+    let r = runtime.block_on(eventually(
+        "the three remaining voters to list themselves",
+        WAIT,
+        || async {
+            let r = describe(&joiner_addr, 0).await?;
+            (r.coordinators.iter().map(|c| c.node_id).collect::<Vec<_>>() == vec![102, 103, 104])
+                .then_some(r)
+        },
+    ))?;
+    assert!(leader_of(&r).is_some());
+    Ok(())
+}

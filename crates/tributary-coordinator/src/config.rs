@@ -16,6 +16,7 @@ const KNOWN_KEYS: &[&str] = &[
     "initial_members",
     "broker_session_timeout_ms",
     "leader_rebalance_interval_ms",
+    "join",
 ];
 
 /// Everything a coordinator node needs to run.
@@ -36,6 +37,8 @@ pub struct CoordinatorConfig {
     pub broker_session_timeout_ms: u64,
     /// How often the controller moves leadership back to preferred replicas.
     pub leader_rebalance_interval_ms: u64,
+    /// Wait to be added to an existing cluster rather than bootstrap one.
+    pub join: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -48,6 +51,7 @@ impl Default for CoordinatorConfig {
             initial_members: BTreeMap::new(),
             broker_session_timeout_ms: 9_000,
             leader_rebalance_interval_ms: 30_000,
+            join: false,
         }
     }
 }
@@ -76,6 +80,10 @@ pub struct ConfigFlags {
     /// broker.session.timeout.ms.
     #[arg(long, value_name = "MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// Join an existing cluster (through the Admin AddCoordinator call) instead of bootstrapping
+    /// a new one.
+    #[arg(long)]
+    pub join: bool,
 }
 
 impl CoordinatorConfig {
@@ -140,6 +148,7 @@ impl CoordinatorConfig {
             leader_rebalance_interval_ms: raw
                 .get("leader_rebalance_interval_ms")
                 .context("leader_rebalance_interval_ms")?,
+            join: raw.get("join").unwrap_or(false),
         };
         if let Some(v) = flags.node_id {
             config.node_id = v;
@@ -159,6 +168,7 @@ impl CoordinatorConfig {
         if let Some(v) = flags.broker_session_timeout_ms {
             config.broker_session_timeout_ms = v;
         }
+        config.join |= flags.join;
         config.validate()?;
         Ok(config)
     }

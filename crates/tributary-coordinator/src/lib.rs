@@ -80,16 +80,22 @@ pub async fn run(
 
     // A new cluster bootstraps from its configured voters; a node that already holds cluster
     // state refuses, which is what a restart looks like.
-    match coordinator
-        .node()
-        .initialize(config.bootstrap_members())
-        .await
-    {
-        Ok(()) => {
-            tracing::info!(members = ?config.bootstrap_members(), "bootstrapped a new cluster")
+    if config.join {
+        tracing::info!("waiting to be added to a cluster (AddCoordinator)");
+    } else {
+        match coordinator
+            .node()
+            .initialize(config.bootstrap_members())
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(members = ?config.bootstrap_members(), "bootstrapped a new cluster")
+            }
+            Err(err) if err.is_already_initialized() => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "could not bootstrap (another member may have)")
+            }
         }
-        Err(err) if err.is_already_initialized() => {}
-        Err(err) => tracing::warn!(error = %err, "could not bootstrap (another member may have)"),
     }
 
     let controller = tokio::spawn(controller::run(coordinator.clone()));

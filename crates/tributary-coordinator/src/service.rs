@@ -541,4 +541,88 @@ impl Admin for AdminService {
             coordinators,
         }))
     }
+
+    async fn add_coordinator(
+        &self,
+        request: Request<pb::AddCoordinatorRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        forward!(self, request, AdminClient, add_coordinator);
+        let req = request.into_inner();
+        if req.node_id == 0 || req.address.rsplit_once(':').is_none() {
+            let err = ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "node id {} at `{}`: need an id >= 1 and host:port",
+                    req.node_id, req.address
+                ),
+            );
+            return Ok(Response::new(pb::MembershipResponse {
+                error: refused(&err),
+                voters: Vec::new(),
+            }));
+        }
+        let node = self.0.node();
+        // A learner first: it catches up (blocking) before it can vote, so adding it never
+        // stalls commits.
+        let outcome = match node
+            .add_learner(req.node_id, req.address.clone(), true)
+            .await
+        {
+            Err(err) => Err(err),
+            Ok(_) => {
+                let mut voters = current_voters(&self.0);
+                voters.insert(req.node_id);
+                node.change_membership(voters, false).await.map(|_| ())
+            }
+        };
+        Ok(Response::new(membership_response(&self.0, outcome)))
+    }
+
+    async fn remove_coordinator(
+        &self,
+        request: Request<pb::RemoveCoordinatorRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        forward!(self, request, AdminClient, remove_coordinator);
+        let req = request.into_inner();
+        let mut voters = current_voters(&self.0);
+        if !voters.remove(&req.node_id) || voters.is_empty() {
+            let err = ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("node {} is not a voter, or is the last one", req.node_id),
+            );
+            return Ok(Response::new(pb::MembershipResponse {
+                error: refused(&err),
+                voters: Vec::new(),
+            }));
+        }
+        let outcome = self
+            .0
+            .node()
+            .change_membership(voters, false)
+            .await
+            .map(|_| ());
+        Ok(Response::new(membership_response(&self.0, outcome)))
+    }
+}
+
+fn current_voters(coordinator: &Coordinator) -> std::collections::BTreeSet<u64> {
+    let metrics = coordinator.node().metrics().borrow().clone();
+    metrics.membership_config.membership().voter_ids().collect()
+}
+
+fn membership_response(
+    coordinator: &Coordinator,
+    outcome: Result<(), tributary_raft::Error>,
+) -> pb::MembershipResponse {
+    let error = match outcome {
+        Ok(()) => ok(),
+        Err(err) => refused(&ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("membership change refused: {err}"),
+        )),
+    };
+    pb::MembershipResponse {
+        error,
+        voters: current_voters(coordinator).into_iter().collect(),
+    }
 }
