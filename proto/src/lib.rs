@@ -13,6 +13,15 @@ pub mod common {
     }
 }
 
+/// The brokers' client-facing API: Metadata, Produce, Fetch, ListOffsets.
+pub mod broker {
+    /// Version 1 of the broker API.
+    pub mod v1 {
+        #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+        tonic::include_proto!("tributary.broker.v1");
+    }
+}
+
 /// The coordinator's API: broker lifecycle, the metadata log, and admin.
 pub mod coordinator {
     /// Version 1 of the coordinator API.
@@ -31,6 +40,72 @@ pub mod raft {
     }
 }
 
+impl common::v1::ErrorCode {
+    /// Whether retrying the same request may succeed: Kafka's `RetriableException` family
+    /// (leadership moved, not enough replicas yet, a coordinator loading, a timeout).
+    ///
+    /// One deliberate difference: CORRUPT_MESSAGE is not retriable here. Kafka retries it in
+    /// case the network damaged the batch; over gRPC the broker checks the bytes exactly as the
+    /// client sent them, so the same bytes would fail again.
+    pub fn is_retriable(self) -> bool {
+        use common::v1::ErrorCode::*;
+        matches!(
+            self,
+            UnknownTopicOrPartition
+                | LeaderNotAvailable
+                | NotLeaderOrFollower
+                | RequestTimedOut
+                | BrokerNotAvailable
+                | ReplicaNotAvailable
+                | NetworkException
+                | CoordinatorLoadInProgress
+                | CoordinatorNotAvailable
+                | NotCoordinator
+                | NotEnoughReplicas
+                | NotEnoughReplicasAfterAppend
+                | NotController
+                | ConcurrentTransactions
+                | KafkaStorageError
+                | FencedLeaderEpoch
+                | UnknownLeaderEpoch
+                | OffsetNotAvailable
+                | PreferredLeaderNotAvailable
+                | EligibleLeadersNotAvailable
+                | UnstableOffsetCommit
+                | ThrottlingQuotaExceeded
+                | UnknownTopicId
+                | InconsistentTopicId
+                | FetchSessionTopicIdError
+        )
+    }
+}
+
+impl common::v1::Error {
+    /// Success (code NONE).
+    pub fn none() -> Self {
+        Self {
+            code: common::v1::ErrorCode::None as i32,
+            message: String::new(),
+            retriable: false,
+        }
+    }
+
+    /// An error with `code` and `message`; `retriable` follows the code.
+    pub fn new(code: common::v1::ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code as i32,
+            message: message.into(),
+            retriable: code.is_retriable(),
+        }
+    }
+
+    /// The code as the enum (UNKNOWN_SERVER_ERROR for a number this build does not know).
+    pub fn error_code(&self) -> common::v1::ErrorCode {
+        common::v1::ErrorCode::try_from(self.code)
+            .unwrap_or(common::v1::ErrorCode::UnknownServerError)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::common::v1::ErrorCode;
@@ -46,5 +121,17 @@ mod tests {
             "NOT_LEADER_OR_FOLLOWER"
         );
         assert_eq!(ErrorCode::try_from(56), Ok(ErrorCode::KafkaStorageError));
+    }
+
+    #[test]
+    fn retriable_follows_kafka() {
+        assert!(ErrorCode::NotLeaderOrFollower.is_retriable());
+        assert!(ErrorCode::NotEnoughReplicas.is_retriable());
+        assert!(!ErrorCode::OffsetOutOfRange.is_retriable());
+        assert!(!ErrorCode::MessageTooLarge.is_retriable());
+        assert!(!ErrorCode::TopicAlreadyExists.is_retriable());
+        let err = super::common::v1::Error::new(ErrorCode::LeaderNotAvailable, "moving");
+        assert!(err.retriable);
+        assert_eq!(err.error_code(), ErrorCode::LeaderNotAvailable);
     }
 }

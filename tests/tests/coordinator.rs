@@ -64,7 +64,7 @@ fn leader_of(response: &pb::DescribeClusterResponse) -> Option<u64> {
         .map(|c| c.node_id)
 }
 
-fn code(error: &Option<pb::Error>) -> ErrorCode {
+fn code(error: &Option<tributary_proto::common::v1::Error>) -> ErrorCode {
     error
         .as_ref()
         .and_then(|e| ErrorCode::try_from(e.code).ok())

@@ -90,7 +90,7 @@ impl CoordinatorConfig {
     /// Layers defaults, the file (if any), `TRIBUTARY_*` variables and the flags.
     pub fn load(flags: &ConfigFlags) -> Result<Self> {
         let defaults = Self::default();
-        let mut builder = config::Config::builder()
+        let builder = config::Config::builder()
             .set_default("node_id", defaults.node_id)?
             .set_default("data_dir", defaults.data_dir.display().to_string())?
             .set_default("listen", defaults.listen.to_string())?
@@ -104,31 +104,7 @@ impl CoordinatorConfig {
                 "leader_rebalance_interval_ms",
                 defaults.leader_rebalance_interval_ms,
             )?;
-        if let Some(file) = &flags.config {
-            // Unknown keys in the file are mistakes (a typo would silently keep a default).
-            let only_file = config::Config::builder()
-                .add_source(config::File::from(file.as_path()).required(true))
-                .build()
-                .with_context(|| format!("reading {}", file.display()))?;
-            let keys: std::collections::HashMap<String, config::Value> =
-                only_file.try_deserialize()?;
-            for key in keys.keys() {
-                if !KNOWN_KEYS.contains(&key.as_str()) {
-                    bail!(
-                        "unknown setting `{key}` in {} (known: {})",
-                        file.display(),
-                        KNOWN_KEYS.join(", ")
-                    );
-                }
-            }
-            builder = builder.add_source(config::File::from(file.as_path()).required(true));
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix("TRIBUTARY")
-                .prefix_separator("_")
-                .try_parsing(true),
-        );
-        let raw = builder.build().context("reading the configuration")?;
+        let raw = tributary_node::layer(builder, flags.config.as_deref(), KNOWN_KEYS)?;
         let members_text: String = raw.get("initial_members").unwrap_or_default();
         let mut config = Self {
             node_id: raw.get("node_id").context("node_id")?,

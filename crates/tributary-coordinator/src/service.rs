@@ -43,11 +43,11 @@ macro_rules! forward {
     };
 }
 
-fn refused(err: &ApiError) -> Option<pb::Error> {
+fn refused(err: &ApiError) -> Option<tributary_proto::common::v1::Error> {
     error_to_wire(Some(err))
 }
 
-fn ok() -> Option<pb::Error> {
+fn ok() -> Option<tributary_proto::common::v1::Error> {
     error_to_wire(None)
 }
 

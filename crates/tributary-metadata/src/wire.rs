@@ -2,7 +2,7 @@
 //! (`tributary.coordinator.v1`), shared by the coordinator (which sends them) and brokers (which
 //! follow them). Decoding checks what the wire cannot: ids are 16 bytes, enums are known.
 
-use tributary_proto::common::v1::ErrorCode;
+use tributary_proto::common::v1::{Error as CommonError, ErrorCode};
 use tributary_proto::coordinator::v1 as wire;
 use uuid::Uuid;
 
@@ -23,16 +23,10 @@ pub fn uuid_from_wire(bytes: &[u8], what: &str) -> Result<Uuid, ApiError> {
 }
 
 /// An error for the wire (`None` for success).
-pub fn error_to_wire(error: Option<&ApiError>) -> Option<wire::Error> {
+pub fn error_to_wire(error: Option<&ApiError>) -> Option<CommonError> {
     Some(match error {
-        None => wire::Error {
-            code: ErrorCode::None as i32,
-            message: String::new(),
-        },
-        Some(e) => wire::Error {
-            code: e.code,
-            message: e.message.clone(),
-        },
+        None => CommonError::none(),
+        Some(e) => CommonError::new(e.code(), e.message.clone()),
     })
 }
 

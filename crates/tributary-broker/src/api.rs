@@ -1,0 +1,224 @@
+//! The broker's request and response types beneath every protocol: the gRPC service translates
+//! to and from these, and a Kafka-wire-protocol listener will too, so produce, fetch and offsets
+//! have one implementation.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tributary_metadata::BrokerId;
+use tributary_proto::common::v1::ErrorCode;
+
+/// A topic name and partition index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// `topic`-`partition`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// Where a partition's leader is (sent with NOT_LEADER_OR_FOLLOWER and epoch errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader, if any.
+    pub leader: Option<BrokerId>,
+    /// Its leader epoch.
+    pub leader_epoch: i32,
+    /// Its advertised address, if known.
+    pub address: Option<String>,
+}
+
+/// A per-partition error: Kafka's code, a message naming the problem, and where to go instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionError {
+    /// Kafka's error code.
+    pub code: ErrorCode,
+    /// What went wrong.
+    pub message: String,
+    /// The current leader, for NOT_LEADER_OR_FOLLOWER and epoch errors.
+    pub leader: Option<LeaderHint>,
+    /// For OFFSET_OUT_OF_RANGE: the valid range `[log start, log end]`.
+    pub range: Option<(i64, i64)>,
+}
+
+impl PartitionError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            leader: None,
+            range: None,
+        }
+    }
+
+    /// Adds the leader hint.
+    pub fn with_leader(mut self, hint: LeaderHint) -> Self {
+        self.leader = Some(hint);
+        self
+    }
+}
+
+/// How many replicas must have a produced batch before the producer hears back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// acks=0: no acknowledgement.
+    None,
+    /// acks=1: the leader appended it.
+    Leader,
+    /// acks=all (-1): every in-sync replica has it (the high watermark passed it).
+    All,
+}
+
+impl Acks {
+    /// Kafka's number (0, 1, -1), or `None` for anything else (INVALID_REQUIRED_ACKS).
+    pub fn from_kafka(acks: i32) -> Option<Self> {
+        match acks {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+/// A produce request.
+#[derive(Debug, Clone)]
+pub struct ProduceRequest {
+    /// Required acknowledgements.
+    pub acks: Acks,
+    /// How long acks=all may wait.
+    pub timeout: Duration,
+    /// Record batches per partition.
+    pub partitions: Vec<(TopicPartition, Bytes)>,
+}
+
+/// A produced partition's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    /// Offset of the first record appended (-1 with acks=0).
+    pub base_offset: i64,
+    /// The broker's clock for LogAppendTime topics, else -1.
+    pub log_append_time_ms: i64,
+    /// The partition's log start offset.
+    pub log_start_offset: i64,
+}
+
+/// Isolation level of a fetch or offsets lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Up to the high watermark.
+    ReadUncommitted,
+    /// Up to the last stable offset (the high watermark until transactions exist).
+    ReadCommitted,
+}
+
+/// One partition of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchPartition {
+    /// Which partition.
+    pub tp: TopicPartition,
+    /// First offset wanted.
+    pub offset: i64,
+    /// Byte bound for this partition.
+    pub max_bytes: usize,
+    /// The leader epoch the client knows (None: do not check).
+    pub current_leader_epoch: Option<i32>,
+}
+
+/// A fetch request.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// Longest wait for `min_bytes`.
+    pub max_wait: Duration,
+    /// Answer as soon as this much data is there.
+    pub min_bytes: usize,
+    /// Bound on the whole response.
+    pub max_bytes: usize,
+    /// Isolation level.
+    pub isolation: Isolation,
+    /// Partitions and positions.
+    pub partitions: Vec<FetchPartition>,
+}
+
+/// One partition's fetch result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedPartition {
+    /// Which partition.
+    pub tp: TopicPartition,
+    /// Why nothing was read, if so.
+    pub error: Option<PartitionError>,
+    /// High watermark (-1 if unknown).
+    pub high_watermark: i64,
+    /// Last stable offset (the high watermark until transactions exist).
+    pub last_stable_offset: i64,
+    /// Log start offset (-1 if unknown).
+    pub log_start_offset: i64,
+    /// Log end offset (-1 if unknown).
+    pub log_end_offset: i64,
+    /// Whole record batches.
+    pub records: Bytes,
+    /// Where the next fetch continues.
+    pub next_offset: i64,
+}
+
+impl FetchedPartition {
+    pub(crate) fn failed(tp: TopicPartition, offset: i64, error: PartitionError) -> Self {
+        Self {
+            tp,
+            error: Some(error),
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            log_end_offset: -1,
+            records: Bytes::new(),
+            next_offset: offset,
+        }
+    }
+}
+
+/// Kafka's special ListOffsets timestamps.
+pub mod timestamps {
+    /// The log end (high watermark for consumers).
+    pub const LATEST: i64 = -1;
+    /// The log start.
+    pub const EARLIEST: i64 = -2;
+}
+
+/// One partition of a ListOffsets request.
+#[derive(Debug, Clone)]
+pub struct OffsetQuery {
+    /// Which partition.
+    pub tp: TopicPartition,
+    /// [`timestamps::EARLIEST`], [`timestamps::LATEST`], or a timestamp in ms.
+    pub timestamp: i64,
+    /// The leader epoch the client knows (None: do not check).
+    pub current_leader_epoch: Option<i32>,
+}
+
+/// An offset found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundOffset {
+    /// The offset (-1: no record at or after the timestamp).
+    pub offset: i64,
+    /// Its record's timestamp (-1 for earliest/latest).
+    pub timestamp: i64,
+    /// The leader epoch of the answering leader.
+    pub leader_epoch: i32,
+}

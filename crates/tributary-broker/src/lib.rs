@@ -1,0 +1,260 @@
+//! Tributary's broker: hosts partition logs and serves producers and consumers.
+//!
+//! A broker process opens its data directory, registers with the coordinators, follows their
+//! metadata log into its own copy of the image ([`metadata`]), and keeps the partitions the
+//! image assigns to it in line with it ([`manager::ReplicaManager`]): creating, recovering and
+//! deleting logs, leading where the image says so. Clients call the gRPC API
+//! (`tributary.broker.v1.Broker`, [`grpc`]), which translates to the protocol-neutral types of
+//! [`api`]; admin calls are forwarded to the coordinators.
+//!
+//! Architecture invariants:
+//! - Only the leader of a partition's current leader epoch appends produced records, and only
+//!   while its heartbeats reach the coordinators (it fences itself after the session timeout).
+//! - Consumers never see records at or past the high watermark.
+//! - No request is served before the logs are recovered and reconciled with the metadata; a
+//!   log whose topic id the metadata does not know is deleted, never served.
+//! - Produce, fetch and offsets have one implementation ([`manager`]) beneath every protocol.
+
+pub mod api;
+pub mod config;
+pub mod coordinators;
+pub mod dirs;
+pub mod grpc;
+pub mod lifecycle;
+pub mod manager;
+pub mod metadata;
+pub mod partition;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tributary_proto::broker::v1::broker_server::BrokerServer;
+use tributary_proto::coordinator::v1::admin_server::AdminServer;
+
+pub use config::{BrokerConfig, ConfigFlags};
+
+use crate::dirs::DataDir;
+use crate::lifecycle::Lifecycle;
+use crate::manager::ReplicaManager;
+use crate::metadata::MetadataCache;
+
+/// Largest gRPC message a broker accepts or sends (Kafka's `socket.request.max.bytes`).
+pub const MAX_MESSAGE_BYTES: usize = 100 << 20;
+/// HTTP/2 frame size of the server (hyper's 16 KiB default halves large-batch throughput).
+pub const MAX_FRAME_SIZE: u32 = 1 << 20;
+/// How often the upkeep loop checks `flush.ms`.
+const FLUSH_CHECK: Duration = Duration::from_millis(200);
+
+/// Runs a broker until `shutdown` resolves (SIGTERM in the binary), then shuts down in a
+/// controlled way: leaderships move away (bounded), logs are flushed and closed.
+pub async fn run(
+    config: BrokerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (data_dir, meta) = DataDir::open(&config.data_dir, config.broker_id)?;
+    let coordinators = Arc::new(coordinators::Coordinators::new(&config.coordinators)?);
+    let metadata = Arc::new(MetadataCache::default());
+    let manager = Arc::new(ReplicaManager::new(
+        config.clone(),
+        data_dir,
+        metadata.clone(),
+        coordinators.clone(),
+    )?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let broker_service = BrokerServer::new(grpc::BrokerService(manager.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin_service = AdminServer::new(grpc::AdminService(manager.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Server::builder()
+            .max_frame_size(Some(MAX_FRAME_SIZE))
+            .add_service(health_service)
+            .add_service(broker_service)
+            .add_service(admin_service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+    tracing::info!(broker_id = config.broker_id, listen = %config.listen, advertised = %config.advertised_address, coordinators = ?config.coordinators, "broker starting");
+
+    let follower = tokio::spawn(metadata::follow(metadata.clone(), coordinators.clone()));
+    let lifecycle = Arc::new(Lifecycle::new(manager.clone()));
+    let heartbeats = tokio::spawn(lifecycle.clone().run());
+
+    let mut shutdown = Box::pin(shutdown);
+    let started = tokio::select! {
+        started = start_serving(&manager, &lifecycle, meta) => Some(started),
+        () = &mut shutdown => None,
+    };
+    let mut tasks = vec![follower, heartbeats];
+    match started {
+        Some(Ok(())) => {
+            tasks.push(tokio::spawn(reconcile_on_change(manager.clone())));
+            tasks.push(tokio::spawn(upkeep(manager.clone())));
+            tasks.push(tokio::spawn(report_health(manager.clone(), health)));
+            shutdown.await;
+            tracing::info!("shutting down: moving leaderships away");
+            let timeout = Duration::from_millis(config.controlled_shutdown_timeout_ms);
+            if !lifecycle.controlled_shutdown(timeout).await {
+                tracing::warn!(
+                    timeout_ms = config.controlled_shutdown_timeout_ms,
+                    "controlled shutdown timed out; stopping anyway"
+                );
+            }
+        }
+        Some(Err(err)) => {
+            for task in &tasks {
+                task.abort();
+            }
+            let _ = stop_tx.send(());
+            return Err(err);
+        }
+        None => tracing::info!("shutting down during start-up"),
+    }
+    for task in &tasks {
+        task.abort();
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    let closer = manager.clone();
+    tokio::task::spawn_blocking(move || closer.close_all())
+        .await
+        .context("closing logs")??;
+    tracing::info!("broker stopped");
+    Ok(())
+}
+
+/// Registers, catches up with the metadata up to the registration, checks the cluster id,
+/// recovers and reconciles the logs, and opens for requests.
+async fn start_serving(
+    manager: &Arc<ReplicaManager>,
+    lifecycle: &Lifecycle,
+    mut meta: dirs::Meta,
+) -> Result<()> {
+    let registered_at = lifecycle.registered().await;
+    loop {
+        match manager
+            .metadata()
+            .wait_for(registered_at, Duration::from_secs(10))
+            .await
+        {
+            Ok(()) => break,
+            Err(reached) => tracing::info!(
+                registered_at,
+                reached,
+                "still catching up with the metadata"
+            ),
+        }
+    }
+    let cluster = manager.metadata().read(|image| image.cluster_id.clone());
+    match (&meta.cluster_id, &cluster) {
+        (Some(ours), Some(theirs)) if ours != theirs => bail!(
+            "data directory {} belongs to cluster {ours}, but the coordinators run cluster {theirs}; refusing to mix their data",
+            manager.data_dir().path().display()
+        ),
+        (None, Some(theirs)) => {
+            meta.cluster_id = Some(theirs.clone());
+            manager.data_dir().write_meta(&meta)?;
+        }
+        _ => {}
+    }
+    let reconciler = manager.clone();
+    tokio::task::spawn_blocking(move || reconciler.reconcile())
+        .await
+        .context("reconciling logs")??;
+    manager.set_ready();
+    tracing::info!(
+        partitions = manager.partitions().len(),
+        metadata_offset = manager.metadata().offset(),
+        "logs recovered; serving"
+    );
+    Ok(())
+}
+
+/// Reconciles the hosted partitions after every metadata change (changes arriving meanwhile
+/// are coalesced into the next pass).
+async fn reconcile_on_change(manager: Arc<ReplicaManager>) {
+    let mut changes = manager.metadata().subscribe();
+    // Whatever arrived between the start-up reconcile and this subscription.
+    changes.mark_changed();
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        changes.borrow_and_update();
+        let reconciler = manager.clone();
+        match tokio::task::spawn_blocking(move || reconciler.reconcile()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::error!(error = %format!("{err:#}"), "reconciling partitions failed")
+            }
+            Err(err) => tracing::error!(error = %err, "reconcile task failed"),
+        }
+    }
+}
+
+/// Flush by `flush.ms`, checkpoint recovery points, apply retention.
+async fn upkeep(manager: Arc<ReplicaManager>) {
+    let config = manager.config().clone();
+    let checkpoint_every = Duration::from_millis(config.log_flush_offset_checkpoint_interval_ms);
+    let retention_every = Duration::from_millis(config.log_retention_check_interval_ms);
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let mut last_retention = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(FLUSH_CHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = tokio::time::Instant::now();
+        let checkpoint = now.duration_since(last_checkpoint) >= checkpoint_every;
+        let retention = now.duration_since(last_retention) >= retention_every;
+        if checkpoint {
+            last_checkpoint = now;
+        }
+        if retention {
+            last_retention = now;
+        }
+        let worker = manager.clone();
+        let _ = tokio::task::spawn_blocking(move || worker.maintain(checkpoint, retention)).await;
+    }
+}
+
+/// SERVING while the broker is ready, unfenced in the image, and in touch with the
+/// coordinators.
+async fn report_health(
+    manager: Arc<ReplicaManager>,
+    reporter: tonic_health::server::HealthReporter,
+) {
+    let mut serving = false;
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let session = manager.config().session_timeout();
+    loop {
+        ticker.tick().await;
+        let now = manager.is_ready()
+            && manager.is_running_in_image()
+            && manager.since_heartbeat().is_some_and(|d| d <= session);
+        if now != serving {
+            serving = now;
+            tracing::info!(serving, "health");
+            let status = if now {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+        }
+    }
+}

@@ -1,0 +1,807 @@
+//! The replica manager: every partition this broker hosts, kept in line with the metadata
+//! image, and the one implementation of produce, fetch and offsets beneath every protocol.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use tokio::sync::watch;
+use tributary_metadata::{BrokerId, BrokerState, MetadataImage, PartitionState, Topic};
+use tributary_proto::common::v1::ErrorCode;
+use tributary_record::TimestampType;
+use tributary_storage::{Log, LogConfig, LogResources};
+use uuid::Uuid;
+
+use crate::api::{
+    Acks, FetchRequest, FetchedPartition, FoundOffset, LeaderHint, OffsetQuery, PartitionError,
+    ProduceRequest, Produced, TopicPartition,
+};
+use crate::config::BrokerConfig;
+use crate::coordinators::Coordinators;
+use crate::dirs::{self, DataDir, OnDisk};
+use crate::metadata::MetadataCache;
+use crate::partition::Partition;
+
+/// How long a request waits for the partitions to catch up with the metadata already applied.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The listener name brokers advertise their address under (Kafka's default).
+pub const LISTENER: &str = "PLAINTEXT";
+
+/// Every partition hosted here, and the broker's standing with the coordinators.
+#[derive(Debug)]
+pub struct ReplicaManager {
+    config: BrokerConfig,
+    me: BrokerId,
+    data_dir: DataDir,
+    resources: LogResources,
+    metadata: Arc<MetadataCache>,
+    coordinators: Arc<Coordinators>,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Partitions whose log could not be opened, with why (served as KAFKA_STORAGE_ERROR).
+    failed: Mutex<HashMap<TopicPartition, String>>,
+    /// Partition directories found at start, handled by the first reconcile.
+    on_disk: Mutex<Option<Vec<OnDisk>>>,
+    /// Serialises reconciles.
+    reconcile_lock: Mutex<()>,
+    data_version: Arc<watch::Sender<u64>>,
+    /// The metadata offset the hosted partitions were last reconciled with.
+    reconciled: watch::Sender<u64>,
+    /// Logs recovered and the metadata applied: requests are served.
+    ready: AtomicBool,
+    /// When a heartbeat was last acknowledged (ms since `started`), 0 = never.
+    last_heartbeat_ms: AtomicU64,
+    started: Instant,
+}
+
+impl ReplicaManager {
+    /// A manager over `data_dir`, with the partitions found there pending the first reconcile.
+    pub fn new(
+        config: BrokerConfig,
+        data_dir: DataDir,
+        metadata: Arc<MetadataCache>,
+        coordinators: Arc<Coordinators>,
+    ) -> Result<Self> {
+        dirs::remove_deleted_leftovers(data_dir.path())?;
+        let on_disk = data_dir.scan()?;
+        Ok(Self {
+            me: config.broker_id,
+            resources: LogResources::new(config.max_open_segments),
+            config,
+            data_dir,
+            metadata,
+            coordinators,
+            partitions: RwLock::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            on_disk: Mutex::new(Some(on_disk)),
+            reconcile_lock: Mutex::new(()),
+            data_version: Arc::new(watch::channel(0).0),
+            reconciled: watch::channel(0).0,
+            ready: AtomicBool::new(false),
+            last_heartbeat_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// This broker's id.
+    pub fn broker_id(&self) -> BrokerId {
+        self.me
+    }
+
+    /// The broker's configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The metadata image.
+    pub fn metadata(&self) -> &Arc<MetadataCache> {
+        &self.metadata
+    }
+
+    /// The coordinators.
+    pub fn coordinators(&self) -> &Arc<Coordinators> {
+        &self.coordinators
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    /// Logs recovered and metadata applied.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Notes an acknowledged heartbeat.
+    pub fn heartbeat_acknowledged(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_heartbeat_ms.store(ms.max(1), Ordering::Release);
+    }
+
+    /// How long since the last acknowledged heartbeat (`None`: never).
+    pub fn since_heartbeat(&self) -> Option<Duration> {
+        match self.last_heartbeat_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
+        }
+    }
+
+    /// Whether this broker may act as a leader: it has heard from the coordinators within its
+    /// session timeout (otherwise the controller has fenced it, or is about to).
+    fn self_fence(&self) -> Result<(), PartitionError> {
+        match self.since_heartbeat() {
+            Some(since) if since <= self.config.session_timeout() => Ok(()),
+            since => Err(PartitionError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "broker {} has had no heartbeat acknowledged by the coordinators for {}; it has stopped leading until it reaches them again (refresh metadata and retry)",
+                    self.me,
+                    since.map_or("ever".to_owned(), |d| format!("{} ms", d.as_millis()))
+                ),
+            )),
+        }
+    }
+
+    /// Whether the image says this broker is running (registered and unfenced).
+    pub fn is_running_in_image(&self) -> bool {
+        self.metadata.read(|image| {
+            image
+                .brokers
+                .get(&self.me)
+                .is_some_and(|b| b.state == BrokerState::Running)
+        })
+    }
+
+    /// Brings the hosted partitions in line with the image: removes logs of deleted topics (or
+    /// of a topic deleted and re-created: another id), creates logs for new partitions, opens
+    /// (recovering) logs found on disk that the image still assigns here, and applies every
+    /// partition's leader, epoch, ISR and configs.
+    pub fn reconcile(&self) -> Result<()> {
+        let _serial = self
+            .reconcile_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (offset, wanted) = self
+            .metadata
+            .read(|image| (image.offset, self.assigned(image)));
+
+        if let Some(on_disk) = self
+            .on_disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            for found in on_disk {
+                match (wanted.get(&found.tp), found.topic_id) {
+                    (Some(want), Some(id)) if want.topic_id == id => {
+                        self.open_partition(&found.tp, id, &want.config)
+                    }
+                    (_, id) => {
+                        tracing::info!(partition = %found.tp, topic_id = ?id, dir = %found.dir.display(), "removing a log the metadata no longer assigns here (topic deleted, re-created, or moved)");
+                        dirs::remove_partition_dir(&found.dir)?;
+                    }
+                }
+            }
+        }
+
+        let stale: Vec<Arc<Partition>> = {
+            let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+            partitions
+                .values()
+                .filter(|p| wanted.get(&p.tp).is_none_or(|w| w.topic_id != p.topic_id))
+                .cloned()
+                .collect()
+        };
+        for partition in stale {
+            self.partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&partition.tp);
+            tracing::info!(partition = %partition.tp, topic_id = %partition.topic_id, "deleting the log of a deleted partition");
+            if let Err(err) = partition.log().delete() {
+                tracing::error!(partition = %partition.tp, error = %err, "could not delete a log");
+            }
+        }
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|tp, _| wanted.contains_key(tp));
+
+        for (tp, want) in &wanted {
+            let existing = self
+                .partitions
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(tp)
+                .cloned();
+            let partition = match existing {
+                Some(p) => p,
+                None => {
+                    if self
+                        .failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains_key(tp)
+                    {
+                        continue;
+                    }
+                    let dir = self.data_dir.partition_dir(tp);
+                    if let Err(err) = dirs::write_partition_metadata(&dir, want.topic_id) {
+                        self.mark_failed(tp, format!("{err:#}"));
+                        continue;
+                    }
+                    self.open_partition(tp, want.topic_id, &want.config);
+                    match self
+                        .partitions
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(tp)
+                    {
+                        Some(p) => p.clone(),
+                        None => continue,
+                    }
+                }
+            };
+            if let Err(err) = partition.set_config(want.config.clone()) {
+                tracing::error!(partition = %tp, error = %err, "could not apply topic configs");
+            }
+            if let Err(err) = partition.apply_state(&want.state) {
+                tracing::error!(partition = %tp, error = %err, "could not take on the partition's new role");
+            }
+        }
+        tracing::debug!(offset, partitions = wanted.len(), "reconciled");
+        self.reconciled.send_modify(|r| *r = (*r).max(offset));
+        // Waiting fetches re-check: leadership may have moved.
+        self.data_version.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(())
+    }
+
+    /// Waits until the hosted partitions reflect metadata offset `offset`, for at most
+    /// `timeout`; returns the offset reached on timeout.
+    pub async fn wait_reconciled(&self, offset: u64, timeout: Duration) -> Result<(), u64> {
+        let mut rx = self.reconciled.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|r| *r >= offset)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(*self.reconciled.borrow()),
+        }
+    }
+
+    /// Waits (briefly) until the partitions reflect every metadata record applied so far, so
+    /// a request never sees a topic in the image whose log is not open yet.
+    async fn settle(&self) {
+        let applied = self.metadata.offset();
+        if *self.reconciled.borrow() < applied {
+            let _ = self.wait_reconciled(applied, SETTLE_WAIT).await;
+        }
+    }
+
+    fn open_partition(&self, tp: &TopicPartition, topic_id: Uuid, config: &LogConfig) {
+        let dir = self.data_dir.partition_dir(tp);
+        match Log::open(&dir, config.clone(), self.resources.clone()) {
+            Ok(log) => {
+                let report = log.open_report();
+                if report.segments_recovered > 0 || report.bytes_truncated > 0 {
+                    tracing::warn!(partition = %tp, segments = report.segments_recovered, bytes_truncated = report.bytes_truncated, "recovered a log after an unclean shutdown");
+                }
+                let partition = Arc::new(Partition::new(
+                    tp.clone(),
+                    topic_id,
+                    self.me,
+                    log,
+                    self.data_version.clone(),
+                ));
+                self.partitions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(tp.clone(), partition);
+            }
+            Err(err) => self.mark_failed(tp, err.to_string()),
+        }
+    }
+
+    fn mark_failed(&self, tp: &TopicPartition, why: String) {
+        tracing::error!(partition = %tp, error = %why, "cannot open the partition's log; it is served as KAFKA_STORAGE_ERROR");
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tp.clone(), why);
+    }
+
+    /// The partitions the image assigns to this broker.
+    fn assigned(&self, image: &MetadataImage) -> HashMap<TopicPartition, Assigned> {
+        let mut out = HashMap::new();
+        for topic in image.topics.values() {
+            let config = log_config(topic);
+            for (index, state) in topic.partitions.iter().enumerate() {
+                if state.replicas.contains(&self.me) {
+                    out.insert(
+                        TopicPartition::new(topic.name.clone(), index as i32),
+                        Assigned {
+                            topic_id: topic.id,
+                            state: state.clone(),
+                            config: config.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// A hosted partition.
+    pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tp)
+            .cloned()
+    }
+
+    /// Every hosted partition.
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Where the leader of `tp` is, from the image.
+    pub fn leader_hint(&self, tp: &TopicPartition) -> Option<LeaderHint> {
+        self.metadata.read(|image| {
+            let state = image
+                .topics
+                .get(&tp.topic)?
+                .partitions
+                .get(usize::try_from(tp.partition).ok()?)?;
+            Some(LeaderHint {
+                leader: state.leader,
+                leader_epoch: state.leader_epoch,
+                address: state
+                    .leader
+                    .and_then(|l| image.brokers.get(&l))
+                    .and_then(|b| b.listeners.get(LISTENER).cloned()),
+            })
+        })
+    }
+
+    /// The partition `tp` if hosted here, else the precise error: unknown topic, unknown
+    /// partition, a log that failed to open, or not a replica here (with the leader).
+    fn locate(&self, tp: &TopicPartition) -> Result<Arc<Partition>, PartitionError> {
+        if let Some(partition) = self.partition(tp) {
+            return Ok(partition);
+        }
+        if let Some(why) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tp)
+        {
+            return Err(PartitionError::new(
+                ErrorCode::KafkaStorageError,
+                format!(
+                    "{tp}: the log cannot be opened on broker {}: {why}",
+                    self.me
+                ),
+            ));
+        }
+        let count = self
+            .metadata
+            .read(|image| image.topics.get(&tp.topic).map(|t| t.partitions.len()));
+        match count {
+            None => Err(self.unknown_topic(&tp.topic)),
+            Some(n) if tp.partition < 0 || tp.partition as usize >= n => Err(PartitionError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "topic `{}` has {n} partitions (0..{}); partition {} does not exist",
+                    tp.topic,
+                    n.saturating_sub(1),
+                    tp.partition
+                ),
+            )),
+            Some(_) => {
+                let hint = self.leader_hint(tp);
+                let leader = hint.as_ref().and_then(|h| h.leader);
+                let mut err = PartitionError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    match leader {
+                        Some(l) => format!(
+                            "broker {} holds no replica of {tp}; its leader is broker {l}",
+                            self.me
+                        ),
+                        None => format!(
+                            "broker {} holds no replica of {tp}, which has no leader right now",
+                            self.me
+                        ),
+                    },
+                );
+                err.leader = hint;
+                Err(err)
+            }
+        }
+    }
+
+    fn unknown_topic(&self, topic: &str) -> PartitionError {
+        if self.config.auto_create_topics_enable {
+            self.auto_create(topic);
+            return PartitionError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!(
+                    "topic `{topic}` did not exist and is being created (auto.create.topics.enable); retry shortly"
+                ),
+            );
+        }
+        PartitionError::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!(
+                "topic `{topic}` does not exist; create it first (e.g. `tributary topics --create --topic {topic}`), this broker does not create topics on use (auto.create.topics.enable=false)"
+            ),
+        )
+    }
+
+    /// Asks the controller to create `topic` with the broker's defaults (in the background).
+    pub fn auto_create(&self, topic: &str) {
+        if tributary_metadata::validate_topic_name(topic).is_err() {
+            return;
+        }
+        let coordinators = self.coordinators.clone();
+        let request = tributary_proto::coordinator::v1::CreateTopicsRequest {
+            topics: vec![
+                tributary_proto::coordinator::v1::create_topics_request::NewTopic {
+                    name: topic.to_owned(),
+                    partitions: self.config.num_partitions,
+                    replication_factor: self.config.default_replication_factor,
+                    configs: Default::default(),
+                },
+            ],
+            validate_only: false,
+        };
+        tokio::spawn(async move {
+            let result = coordinators
+                .call(|channel| {
+                    let request = request.clone();
+                    async move {
+                        tributary_proto::coordinator::v1::admin_client::AdminClient::new(channel)
+                            .create_topics(request)
+                            .await
+                    }
+                })
+                .await;
+            if let Err(status) = result {
+                tracing::warn!(error = %status.message(), "auto-creating a topic failed");
+            }
+        });
+    }
+
+    /// Adds the leader hint to errors that send the client elsewhere.
+    fn with_hint(&self, tp: &TopicPartition, mut err: PartitionError) -> PartitionError {
+        if err.leader.is_none()
+            && matches!(
+                err.code,
+                ErrorCode::NotLeaderOrFollower
+                    | ErrorCode::FencedLeaderEpoch
+                    | ErrorCode::UnknownLeaderEpoch
+            )
+        {
+            err.leader = self.leader_hint(tp);
+        }
+        err
+    }
+
+    /// Appends each partition's batches on its leader; with acks=all waits (up to the request's
+    /// timeout) until the high watermark has passed them.
+    pub async fn produce(
+        &self,
+        request: ProduceRequest,
+    ) -> Vec<(TopicPartition, Result<Produced, PartitionError>)> {
+        self.settle().await;
+        let mut results = Vec::with_capacity(request.partitions.len());
+        let mut waiting = Vec::new();
+        for (tp, records) in request.partitions {
+            let outcome = self.append_one(&tp, &records, request.acks);
+            match outcome {
+                Ok((produced, partition, last_offset, epoch)) => {
+                    if request.acks == Acks::All {
+                        waiting.push((results.len(), partition, last_offset, epoch));
+                    }
+                    results.push((tp, Ok(produced)));
+                }
+                Err(err) => {
+                    let err = self.with_hint(&tp, err);
+                    results.push((tp, Err(err)));
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            let deadline = tokio::time::Instant::now() + request.timeout;
+            let mut rx = self.data_version.subscribe();
+            loop {
+                rx.borrow_and_update();
+                waiting.retain(|(i, partition, last_offset, epoch)| {
+                    match partition.committed(*last_offset, *epoch) {
+                        Ok(true) => false,
+                        Ok(false) => true,
+                        Err(err) => {
+                            let tp = &results[*i].0;
+                            let err = self.with_hint(tp, err);
+                            results[*i].1 = Err(err);
+                            false
+                        }
+                    }
+                });
+                if waiting.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            for (i, partition, last_offset, _) in waiting {
+                results[i].1 = Err(PartitionError::new(
+                    ErrorCode::RequestTimedOut,
+                    format!(
+                        "{}: appended up to offset {last_offset} but not replicated to every in-sync replica {:?} within {} ms (high watermark {})",
+                        partition.tp,
+                        partition.role().isr,
+                        request.timeout.as_millis(),
+                        partition.high_watermark()
+                    ),
+                ));
+            }
+        }
+        if request.acks == Acks::None {
+            for (_, result) in &mut results {
+                if let Ok(produced) = result {
+                    produced.base_offset = -1;
+                }
+            }
+        }
+        results
+    }
+
+    fn append_one(
+        &self,
+        tp: &TopicPartition,
+        records: &Bytes,
+        acks: Acks,
+    ) -> Result<(Produced, Arc<Partition>, i64, i32), PartitionError> {
+        let partition = self.locate(tp)?;
+        self.self_fence()?;
+        let min_insync = if acks == Acks::All {
+            let min = self.metadata.read(|image| {
+                image
+                    .topics
+                    .get(&tp.topic)
+                    .and_then(|t| t.config("min.insync.replicas"))
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(1)
+            });
+            Some(min)
+        } else {
+            None
+        };
+        let (info, epoch) = partition.append(records, min_insync)?;
+        Ok((
+            Produced {
+                base_offset: info.first_offset,
+                log_append_time_ms: info.log_append_time_ms,
+                log_start_offset: partition.log().log_start_offset(),
+            },
+            partition.clone(),
+            info.last_offset,
+            epoch,
+        ))
+    }
+
+    /// Reads committed batches, long-polling until `min_bytes` are there, an error needs
+    /// reporting, or `max_wait` has passed.
+    pub async fn fetch(&self, request: &FetchRequest) -> Vec<FetchedPartition> {
+        self.settle().await;
+        let deadline = tokio::time::Instant::now() + request.max_wait;
+        let mut rx = self.data_version.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let results = self.fetch_once(request);
+            let bytes: usize = results.iter().map(|r| r.records.len()).sum();
+            if bytes >= request.min_bytes
+                || results.iter().any(|r| r.error.is_some())
+                || tokio::time::Instant::now() >= deadline
+            {
+                return results;
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return results },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// One pass over the partitions of a fetch, without waiting.
+    pub fn fetch_once(&self, request: &FetchRequest) -> Vec<FetchedPartition> {
+        let mut remaining = request.max_bytes;
+        let mut first_data = true;
+        let fenced = self.self_fence().err();
+        request
+            .partitions
+            .iter()
+            .map(|p| {
+                let outcome = self.locate(&p.tp).and_then(|partition| {
+                    if let Some(err) = &fenced {
+                        return Err(err.clone());
+                    }
+                    partition.fetch(
+                        p.offset,
+                        p.max_bytes.min(remaining),
+                        first_data,
+                        p.current_leader_epoch,
+                        request.isolation,
+                    )
+                });
+                match outcome {
+                    Ok(fetched) => {
+                        if !fetched.records.is_empty() {
+                            first_data = false;
+                            remaining = remaining.saturating_sub(fetched.records.len());
+                        }
+                        fetched
+                    }
+                    Err(err) => {
+                        let mut failed = FetchedPartition::failed(
+                            p.tp.clone(),
+                            p.offset,
+                            self.with_hint(&p.tp, err.clone()),
+                        );
+                        if let Some((start, end)) = err.range {
+                            failed.log_start_offset = start;
+                            failed.log_end_offset = end;
+                        }
+                        failed
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Continuous consumption: sends a batch of results whenever the partitions have new data,
+    /// advancing the positions itself. A partition that fails is reported once and dropped from
+    /// the stream; the stream ends when none is left or the receiver is gone.
+    pub async fn fetch_continuously(
+        &self,
+        mut request: FetchRequest,
+        tx: tokio::sync::mpsc::Sender<Vec<FetchedPartition>>,
+    ) {
+        loop {
+            let results = tokio::select! {
+                results = self.fetch(&request) => results,
+                () = tx.closed() => return,
+            };
+            let mut send = Vec::new();
+            for result in results {
+                if result.error.is_some() {
+                    request.partitions.retain(|p| p.tp != result.tp);
+                    send.push(result);
+                } else if !result.records.is_empty() {
+                    if let Some(p) = request.partitions.iter_mut().find(|p| p.tp == result.tp) {
+                        p.offset = result.next_offset;
+                    }
+                    send.push(result);
+                }
+            }
+            if !send.is_empty() && tx.send(send).await.is_err() {
+                return;
+            }
+            if request.partitions.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Kafka's ListOffsets.
+    pub async fn list_offsets(
+        &self,
+        queries: &[OffsetQuery],
+    ) -> Vec<(TopicPartition, Result<FoundOffset, PartitionError>)> {
+        self.settle().await;
+        let fenced = self.self_fence().err();
+        queries
+            .iter()
+            .map(|q| {
+                let outcome = self.locate(&q.tp).and_then(|partition| {
+                    if let Some(err) = &fenced {
+                        return Err(err.clone());
+                    }
+                    partition.list_offset(q.timestamp, q.current_leader_epoch)
+                });
+                (q.tp.clone(), outcome.map_err(|e| self.with_hint(&q.tp, e)))
+            })
+            .collect()
+    }
+
+    /// Periodic log upkeep: flush by `flush.ms`, and when due, checkpoint recovery points and
+    /// apply retention (bounded by each partition's high watermark).
+    pub fn maintain(&self, checkpoint: bool, retention: bool) {
+        for partition in self.partitions() {
+            let log = partition.log();
+            if let Err(err) = log.flush_if_due() {
+                tracing::error!(partition = %partition.tp, error = %err, "flush failed");
+            }
+            if checkpoint && let Err(err) = log.checkpoint() {
+                tracing::error!(partition = %partition.tp, error = %err, "checkpoint failed");
+            }
+            if retention {
+                match log.apply_retention(partition.high_watermark()) {
+                    Ok(outcome) if outcome.segments > 0 => {
+                        tracing::info!(partition = %partition.tp, segments = outcome.segments, bytes = outcome.bytes, "retention deleted old segments")
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::error!(partition = %partition.tp, error = %err, "retention failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log (clean shutdown).
+    pub fn close_all(&self) -> Result<()> {
+        let mut first_error = None;
+        for partition in self.partitions() {
+            if let Err(err) = partition.log().close() {
+                tracing::error!(partition = %partition.tp, error = %err, "closing a log failed");
+                first_error.get_or_insert(err);
+            }
+        }
+        match first_error {
+            Some(err) => Err(err).context("closing logs"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Assigned {
+    topic_id: Uuid,
+    state: PartitionState,
+    config: LogConfig,
+}
+
+/// The storage configuration of a topic's logs, from its effective topic configs.
+pub fn log_config(topic: &Topic) -> LogConfig {
+    let d = LogConfig::default();
+    let long = |key: &str| topic.config(key).and_then(|v| v.parse::<i64>().ok());
+    let below_max = |v: i64| (v < i64::MAX).then_some(v);
+    LogConfig {
+        segment_bytes: long("segment.bytes")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(d.segment_bytes),
+        segment_ms: long("segment.ms").unwrap_or(d.segment_ms),
+        max_message_bytes: long("max.message.bytes")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(d.max_message_bytes),
+        retention_ms: long("retention.ms").unwrap_or(d.retention_ms),
+        retention_bytes: long("retention.bytes").unwrap_or(d.retention_bytes),
+        flush_messages: long("flush.messages")
+            .and_then(below_max)
+            .and_then(|v| u64::try_from(v).ok()),
+        flush_ms: long("flush.ms").and_then(below_max),
+        message_timestamp_type: match topic.config("message.timestamp.type") {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        },
+        ..d
+    }
+}
