@@ -420,3 +420,76 @@ fn uuid_text(bytes: &[u8]) -> String {
         &hex[20..]
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_cut_off_from_the_coordinators_stops_leading_by_itself() -> Result<()> {
+    let mut cluster = Cluster::builder()
+        .coordinators(3)
+        .brokers(3)
+        .config(NodeKind::Coordinator, "broker_session_timeout_ms = 3000\n")
+        .config(
+            NodeKind::Broker,
+            "broker_session_timeout_ms = 3000\nbroker_heartbeat_interval_ms = 500\n",
+        )
+        .start()?;
+    let brokers = broker_addrs(&mut cluster);
+    let any = brokers[&1].clone();
+    let created = create_topic(&any, "cut", 1, 1, &[]).await?;
+    sync_brokers(brokers.values(), created.metadata_offset).await?;
+    let topic = topic_metadata(&any, "cut", WAIT).await?;
+    let leader = brokers[&topic.partitions[0].leader_id].clone();
+    let r = produce(&mut broker(&leader)?, "cut", 0, 1, batch(0, &["before"])).await?;
+    assert_eq!(code(&r.error), ErrorCode::None);
+
+    for id in 101..=103 {
+        cluster.coordinator(id).pause()?;
+    }
+    // Writes succeed until the session timeout has passed, then are refused.
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1));
+    let refused = eventually(
+        "the leader to refuse writes once its session timeout (3 s) passed without a heartbeat",
+        Duration::from_secs(20),
+        || {
+            let accepted = accepted.clone();
+            let leader = leader.clone();
+            async move {
+                let mut client = broker(&leader).ok()?;
+                let r = produce(&mut client, "cut", 0, 1, batch(0, &["during"]))
+                    .await
+                    .ok()?;
+                match code(&r.error) {
+                    ErrorCode::None => {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        None
+                    }
+                    ErrorCode::NotLeaderOrFollower => Some(r),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    for id in 101..=103 {
+        cluster.coordinator(id).resume()?;
+    }
+    let refused = refused?;
+    let message = refused.error.map(|e| e.message).unwrap_or_default();
+    assert!(message.contains("no heartbeat acknowledged"), "{message}");
+
+    // Back in touch: it leads again (possibly at a new epoch) and accepts writes.
+    let written = eventually("the partition to accept writes again", WAIT, || async {
+        let t = topic_metadata(&any, "cut", WAIT).await.ok()?;
+        let mut client = broker(&brokers[&t.partitions[0].leader_id]).ok()?;
+        let r = produce(&mut client, "cut", 0, 1, batch(0, &["after"]))
+            .await
+            .ok()?;
+        (code(&r.error) == ErrorCode::None).then_some(r)
+    })
+    .await?;
+    assert_eq!(
+        written.base_offset,
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        "the refused write left nothing behind"
+    );
+    Ok(())
+}

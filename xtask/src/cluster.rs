@@ -34,6 +34,9 @@ const DEFAULT_DIR: &str = ".tributary";
 /// How long `cluster-down` waits after SIGTERM before SIGKILL (for brokers, the time their
 /// controlled shutdown has to move their leaderships away).
 const STOP_GRACE: Duration = Duration::from_secs(30);
+/// A broker's grace: longer than its own controlled-shutdown bound (30 s by default), so a broker
+/// whose leaderships could not move still flushes and closes its logs before SIGKILL.
+const BROKER_STOP_GRACE: Duration = Duration::from_secs(40);
 /// How long `cluster-up` waits, in all, for every node to serve, every broker to be registered
 /// and a controller to be elected, unless `--timeout` says otherwise.
 const DEFAULT_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -63,7 +66,7 @@ pub const HELP: &str =
                      use the binaries already in $TRIBUTARY_BIN_DIR, or else target/release
   cluster-down [--dir DIR]
                      stop every node of the cluster in DIR, brokers first (SIGTERM: a
-                     controlled shutdown), then coordinators; SIGKILL after 30 s
+                     controlled shutdown, SIGKILL after 40 s), then coordinators (30 s)
   cluster-status [--dir DIR]
                      each node's pid, address, health (its `healthcheck`) and what the
                      metadata says of it (broker state, controller); exits non-zero when a
@@ -402,7 +405,8 @@ pub fn down(args: &[String], root: &Path) -> Result<()> {
 
 /// Stops every node in `dir`: the brokers first, while the coordinators still run (a broker's
 /// SIGTERM starts a controlled shutdown, which moves its leaderships away through the
-/// controller), then the coordinators. SIGKILL to those still running after [`STOP_GRACE`].
+/// controller), then the coordinators. SIGKILL to those still running after
+/// [`BROKER_STOP_GRACE`] / [`STOP_GRACE`].
 fn down_nodes(dir: &Path, bin_dir: &Path) -> Result<()> {
     let found = existing_nodes(dir)?;
     for kind in NodeKind::ALL.into_iter().rev() {
@@ -414,22 +418,26 @@ fn down_nodes(dir: &Path, bin_dir: &Path) -> Result<()> {
                 None => not_running.push(kind.node_name(id)),
             }
         }
+        let grace = match kind {
+            NodeKind::Broker => BROKER_STOP_GRACE,
+            NodeKind::Coordinator => STOP_GRACE,
+        };
         if !nodes.is_empty() {
             let how = match kind {
                 NodeKind::Broker => "SIGTERM: controlled shutdown",
                 NodeKind::Coordinator => "SIGTERM",
             };
             println!(
-                "stopping {} ({how}; SIGKILL after {STOP_GRACE:?})",
+                "stopping {} ({how}; SIGKILL after {grace:?})",
                 nodes.iter().map(Node::name).collect::<Vec<_>>().join(", ")
             );
         }
-        let stopped = harness::stop_all(&mut nodes, STOP_GRACE)?;
+        let stopped = harness::stop_all(&mut nodes, grace)?;
         for (node, stopped) in nodes.iter().zip(stopped) {
             let how = match stopped {
                 Stopped::Terminated | Stopped::AlreadyDown => "stopped".to_owned(),
                 Stopped::Killed => {
-                    format!("killed (SIGKILL: it did not stop within {STOP_GRACE:?} of SIGTERM)")
+                    format!("killed (SIGKILL: it did not stop within {grace:?} of SIGTERM)")
                 }
             };
             println!("{}: {how}", node.name());
