@@ -24,6 +24,10 @@ const KNOWN_KEYS: &[&str] = &[
     "log_retention_check_interval_ms",
     "log_flush_offset_checkpoint_interval_ms",
     "max_open_segments",
+    "replica_lag_time_max_ms",
+    "replica_fetch_wait_max_ms",
+    "replica_fetch_max_bytes",
+    "replica_fetch_response_max_bytes",
 ];
 
 /// Everything a broker needs to run.
@@ -60,6 +64,14 @@ pub struct BrokerConfig {
     pub log_flush_offset_checkpoint_interval_ms: u64,
     /// Segment files kept open at once across all partitions.
     pub max_open_segments: usize,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for new data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes`: per partition, per follower fetch.
+    pub replica_fetch_max_bytes: u32,
+    /// `replica.fetch.response.max.bytes`: per follower fetch.
+    pub replica_fetch_response_max_bytes: u32,
 }
 
 impl Default for BrokerConfig {
@@ -84,6 +96,10 @@ impl Default for BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             log_flush_offset_checkpoint_interval_ms: 60_000,
             max_open_segments: 1024,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1_048_576,
+            replica_fetch_response_max_bytes: 10_485_760,
         }
     }
 }
@@ -144,7 +160,14 @@ impl BrokerConfig {
                 "log_flush_offset_checkpoint_interval_ms",
                 d.log_flush_offset_checkpoint_interval_ms,
             )?
-            .set_default("max_open_segments", d.max_open_segments as u64)?;
+            .set_default("max_open_segments", d.max_open_segments as u64)?
+            .set_default("replica_lag_time_max_ms", d.replica_lag_time_max_ms)?
+            .set_default("replica_fetch_wait_max_ms", d.replica_fetch_wait_max_ms)?
+            .set_default("replica_fetch_max_bytes", d.replica_fetch_max_bytes)?
+            .set_default(
+                "replica_fetch_response_max_bytes",
+                d.replica_fetch_response_max_bytes,
+            )?;
         let raw = tributary_node::layer(builder, flags.config.as_deref(), KNOWN_KEYS)?;
         let get_u64 = |key: &str| raw.get::<u64>(key).with_context(|| key.to_owned());
         let mut config = Self {
@@ -176,6 +199,14 @@ impl BrokerConfig {
             )?,
             max_open_segments: usize::try_from(get_u64("max_open_segments")?)
                 .context("max_open_segments")?,
+            replica_lag_time_max_ms: get_u64("replica_lag_time_max_ms")?,
+            replica_fetch_wait_max_ms: get_u64("replica_fetch_wait_max_ms")?,
+            replica_fetch_max_bytes: u32::try_from(get_u64("replica_fetch_max_bytes")?)
+                .context("replica_fetch_max_bytes")?,
+            replica_fetch_response_max_bytes: u32::try_from(get_u64(
+                "replica_fetch_response_max_bytes",
+            )?)
+            .context("replica_fetch_response_max_bytes")?,
         };
         if let Some(v) = flags.broker_id {
             config.broker_id = v;
@@ -228,6 +259,13 @@ impl BrokerConfig {
                 self.broker_session_timeout_ms
             );
         }
+        if self.replica_fetch_wait_max_ms >= self.replica_lag_time_max_ms {
+            bail!(
+                "replica_fetch_wait_max_ms ({}) must be below replica_lag_time_max_ms ({}), or caught-up followers would leave the ISR",
+                self.replica_fetch_wait_max_ms,
+                self.replica_lag_time_max_ms
+            );
+        }
         if self.max_open_segments < 2 {
             bail!("max_open_segments must be at least 2");
         }
@@ -237,6 +275,11 @@ impl BrokerConfig {
     /// `broker.session.timeout.ms`.
     pub fn session_timeout(&self) -> Duration {
         Duration::from_millis(self.broker_session_timeout_ms)
+    }
+
+    /// `replica.lag.time.max.ms`.
+    pub fn replica_lag(&self) -> Duration {
+        Duration::from_millis(self.replica_lag_time_max_ms)
     }
 
     /// `broker.heartbeat.interval.ms`.

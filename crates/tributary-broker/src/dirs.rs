@@ -176,6 +176,67 @@ impl DataDir {
     }
 }
 
+const HW_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
+
+impl DataDir {
+    /// The high watermarks of the last checkpoint (Kafka's `replication-offset-checkpoint`:
+    /// a version line, a count line, then `topic partition offset` lines). Missing: none.
+    pub fn read_hw_checkpoint(&self) -> Result<std::collections::HashMap<TopicPartition, i64>> {
+        let file = self.path.join(HW_CHECKPOINT_FILE);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some("0") {
+            bail!("{}: unknown version line", file.display());
+        }
+        let count: usize = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("{}: bad count line", file.display()))?;
+        let mut out = std::collections::HashMap::with_capacity(count);
+        for line in lines {
+            let mut fields = line.split_whitespace();
+            let (Some(topic), Some(partition), Some(offset), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                bail!("{}: bad line `{line}`", file.display());
+            };
+            let partition: i32 = partition
+                .parse()
+                .with_context(|| format!("{}: bad line `{line}`", file.display()))?;
+            let offset: i64 = offset
+                .parse()
+                .with_context(|| format!("{}: bad line `{line}`", file.display()))?;
+            out.insert(TopicPartition::new(topic, partition), offset);
+        }
+        if out.len() != count {
+            bail!(
+                "{}: {} entries, count says {count}",
+                file.display(),
+                out.len()
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes the high-watermark checkpoint (atomically).
+    pub fn write_hw_checkpoint(
+        &self,
+        hws: &std::collections::HashMap<TopicPartition, i64>,
+    ) -> Result<()> {
+        let mut entries: Vec<_> = hws.iter().collect();
+        entries.sort();
+        let mut text = format!("0\n{}\n", entries.len());
+        for (tp, hw) in entries {
+            text.push_str(&format!("{} {} {hw}\n", tp.topic, tp.partition));
+        }
+        write_atomic(&self.path.join(HW_CHECKPOINT_FILE), text.as_bytes())
+    }
+}
+
 /// `topic-3` → (`topic`, 3).
 pub fn parse_partition_dir(name: &str) -> Option<TopicPartition> {
     let (topic, index) = name.rsplit_once('-')?;
@@ -277,7 +338,11 @@ mod tests {
         );
         assert_eq!(parse_partition_dir("orders"), None);
         assert_eq!(parse_partition_dir("-3"), None);
-        assert_eq!(parse_partition_dir("x--1"), None);
+        assert_eq!(
+            parse_partition_dir("x--1"),
+            Some(TopicPartition::new("x-", 1))
+        );
+        assert_eq!(parse_partition_dir("x-"), None);
         assert_eq!(parse_partition_dir("x-+1"), None);
     }
 
@@ -316,5 +381,23 @@ mod tests {
         remove_partition_dir(&pdir).unwrap();
         assert!(!pdir.exists());
         assert_eq!(dir.scan().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn high_watermark_checkpoint_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, _) = DataDir::open(tmp.path(), 1).unwrap();
+        assert!(dir.read_hw_checkpoint().unwrap().is_empty());
+        let hws = std::collections::HashMap::from([
+            (TopicPartition::new("a.b-c", 0), 10),
+            (TopicPartition::new("z", 3), 0),
+        ]);
+        dir.write_hw_checkpoint(&hws).unwrap();
+        assert_eq!(dir.read_hw_checkpoint().unwrap(), hws);
+        std::fs::write(tmp.path().join(HW_CHECKPOINT_FILE), "0\n2\nz 3 0\n").unwrap();
+        assert!(
+            dir.read_hw_checkpoint().is_err(),
+            "a count that lies is refused"
+        );
     }
 }

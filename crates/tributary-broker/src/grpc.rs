@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use tributary_metadata::BrokerState;
 use tributary_proto::broker::v1 as pb;
 use tributary_proto::broker::v1::broker_server::Broker;
+use tributary_proto::broker::v1::replication_server::Replication;
 use tributary_proto::common::v1::{Error as WireError, ErrorCode};
 use tributary_proto::coordinator::v1 as cpb;
 use tributary_proto::coordinator::v1::admin_client::AdminClient;
@@ -20,7 +21,7 @@ use crate::api::{
     Acks, FetchPartition, FetchRequest, FetchedPartition, Isolation, LeaderHint, OffsetQuery,
     PartitionError, ProduceRequest, TopicPartition,
 };
-use crate::manager::{LISTENER, ReplicaManager};
+use crate::manager::{LISTENER, ReplicaFetchPartition, ReplicaManager};
 
 /// Longest long-poll a fetch may ask for.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
@@ -527,5 +528,117 @@ impl Admin for AdminService {
     ) -> Result<Response<cpb::MembershipResponse>, Status> {
         let response: cpb::MembershipResponse = forward_admin!(self, request, remove_coordinator);
         Ok(Response::new(response))
+    }
+}
+
+/// The broker-to-broker replication service (the leader's side).
+#[derive(Debug, Clone)]
+pub struct ReplicationService(pub Arc<ReplicaManager>);
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    type ReplicaFetchStream = ReceiverStream<Result<pb::ReplicaFetchResponse, Status>>;
+
+    async fn replica_fetch(
+        &self,
+        request: Request<tonic::Streaming<pb::ReplicaFetchRequest>>,
+    ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
+        let manager = self.0.clone();
+        ready(&manager)?;
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                let partitions: Vec<ReplicaFetchPartition> = req
+                    .partitions
+                    .iter()
+                    .map(|p| ReplicaFetchPartition {
+                        tp: TopicPartition::new(p.topic.clone(), p.partition),
+                        offset: p.fetch_offset,
+                        leader_epoch: p.current_leader_epoch,
+                        max_bytes: p.partition_max_bytes as usize,
+                    })
+                    .collect();
+                let fetched = manager
+                    .replica_fetch(
+                        req.replica_id,
+                        req.broker_epoch,
+                        Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_WAIT_CAP),
+                        req.min_bytes as usize,
+                        req.max_bytes as usize,
+                        &partitions,
+                    )
+                    .await;
+                let response = match fetched {
+                    Ok(results) => pb::ReplicaFetchResponse {
+                        error: ok(),
+                        partitions: results
+                            .into_iter()
+                            .map(|r| pb::replica_fetch_response::ReplicaPartitionData {
+                                topic: r.tp.topic,
+                                partition: r.tp.partition,
+                                error: r.error.as_ref().map_or_else(ok, wire_error),
+                                high_watermark: r.high_watermark,
+                                log_start_offset: r.log_start_offset,
+                                log_end_offset: r.log_end_offset,
+                                records: r.records,
+                            })
+                            .collect(),
+                    },
+                    Err(err) => pb::ReplicaFetchResponse {
+                        error: wire_error(&err),
+                        partitions: Vec::new(),
+                    },
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn offsets_for_leader_epoch(
+        &self,
+        request: Request<pb::OffsetsForLeaderEpochRequest>,
+    ) -> Result<Response<pb::OffsetsForLeaderEpochResponse>, Status> {
+        let manager = &self.0;
+        ready(manager)?;
+        let queries: Vec<(TopicPartition, i32, i32)> = request
+            .into_inner()
+            .partitions
+            .into_iter()
+            .map(|q| {
+                (
+                    TopicPartition::new(q.topic, q.partition),
+                    q.current_leader_epoch,
+                    q.leader_epoch,
+                )
+            })
+            .collect();
+        let partitions = manager
+            .offsets_for_leader_epoch(&queries)
+            .await
+            .into_iter()
+            .map(|(tp, result)| match result {
+                Ok(end) => pb::offsets_for_leader_epoch_response::EpochEnd {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    error: ok(),
+                    leader_epoch: end.leader_epoch,
+                    end_offset: end.end_offset,
+                },
+                Err(err) => pb::offsets_for_leader_epoch_response::EpochEnd {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    error: wire_error(&err),
+                    leader_epoch: -1,
+                    end_offset: -1,
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::OffsetsForLeaderEpochResponse {
+            partitions,
+        }))
     }
 }

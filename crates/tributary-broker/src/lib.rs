@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod metadata;
 pub mod partition;
+pub mod replication;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use anyhow::{Context, Result, bail};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tributary_proto::broker::v1::broker_server::BrokerServer;
+use tributary_proto::broker::v1::replication_server::ReplicationServer;
 use tributary_proto::coordinator::v1::admin_server::AdminServer;
 
 pub use config::{BrokerConfig, ConfigFlags};
@@ -77,6 +79,9 @@ pub async fn run(
     let admin_service = AdminServer::new(grpc::AdminService(manager.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let replication_service = ReplicationServer::new(grpc::ReplicationService(manager.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -85,6 +90,7 @@ pub async fn run(
             .add_service(health_service)
             .add_service(broker_service)
             .add_service(admin_service)
+            .add_service(replication_service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
@@ -101,9 +107,18 @@ pub async fn run(
         () = &mut shutdown => None,
     };
     let mut tasks = vec![follower, heartbeats];
+    let fetchers = Arc::new(replication::Fetchers::new(
+        manager.clone(),
+        Arc::new(replication::GrpcTransport),
+    ));
     match started {
         Some(Ok(())) => {
-            tasks.push(tokio::spawn(reconcile_on_change(manager.clone())));
+            fetchers.update(manager.followed());
+            tasks.push(tokio::spawn(reconcile_on_change(
+                manager.clone(),
+                fetchers.clone(),
+            )));
+            tasks.push(tokio::spawn(shrink_isrs(manager.clone())));
             tasks.push(tokio::spawn(upkeep(manager.clone())));
             tasks.push(tokio::spawn(report_health(manager.clone(), health)));
             shutdown.await;
@@ -128,6 +143,7 @@ pub async fn run(
     for task in &tasks {
         task.abort();
     }
+    fetchers.stop();
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     let closer = manager.clone();
@@ -187,7 +203,7 @@ async fn start_serving(
 
 /// Reconciles the hosted partitions after every metadata change (changes arriving meanwhile
 /// are coalesced into the next pass).
-async fn reconcile_on_change(manager: Arc<ReplicaManager>) {
+async fn reconcile_on_change(manager: Arc<ReplicaManager>, fetchers: Arc<replication::Fetchers>) {
     let mut changes = manager.metadata().subscribe();
     // Whatever arrived between the start-up reconcile and this subscription.
     changes.mark_changed();
@@ -198,12 +214,23 @@ async fn reconcile_on_change(manager: Arc<ReplicaManager>) {
         changes.borrow_and_update();
         let reconciler = manager.clone();
         match tokio::task::spawn_blocking(move || reconciler.reconcile()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => fetchers.update(manager.followed()),
             Ok(Err(err)) => {
                 tracing::error!(error = %format!("{err:#}"), "reconciling partitions failed")
             }
             Err(err) => tracing::error!(error = %err, "reconcile task failed"),
         }
+    }
+}
+
+/// Leaders drop followers not caught up within `replica.lag.time.max.ms` from their ISRs.
+async fn shrink_isrs(manager: Arc<ReplicaManager>) {
+    let lag = manager.config().replica_lag();
+    let mut ticker = tokio::time::interval((lag / 2).max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        manager.shrink_isrs(lag);
     }
 }
 

@@ -98,6 +98,7 @@ impl Lifecycle {
                         .map_or(ErrorCode::None, |e| e.error_code());
                     if code == ErrorCode::None {
                         self.epoch.store(response.broker_epoch, Ordering::Release);
+                        self.manager.set_broker_epoch(response.broker_epoch);
                         self.manager.heartbeat_acknowledged();
                         self.registered.send_replace(Some(response.metadata_offset));
                         tracing::info!(epoch = response.broker_epoch, metadata_offset = response.metadata_offset, incarnation = %self.incarnation, "registered with the coordinators");

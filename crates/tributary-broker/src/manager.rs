@@ -43,6 +43,8 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Partitions whose log could not be opened, with why (served as KAFKA_STORAGE_ERROR).
     failed: Mutex<HashMap<TopicPartition, String>>,
+    /// High watermarks from the last checkpoint (`replication-offset-checkpoint`).
+    hw_checkpoint: Mutex<HashMap<TopicPartition, i64>>,
     /// Partition directories found at start, handled by the first reconcile.
     on_disk: Mutex<Option<Vec<OnDisk>>>,
     /// Serialises reconciles.
@@ -54,6 +56,8 @@ pub struct ReplicaManager {
     ready: AtomicBool,
     /// When a heartbeat was last acknowledged (ms since `started`), 0 = never.
     last_heartbeat_ms: AtomicU64,
+    /// This process's registration epoch (0 before registering).
+    broker_epoch: AtomicU64,
     started: Instant,
 }
 
@@ -67,7 +71,9 @@ impl ReplicaManager {
     ) -> Result<Self> {
         dirs::remove_deleted_leftovers(data_dir.path())?;
         let on_disk = data_dir.scan()?;
+        let hw_checkpoint = data_dir.read_hw_checkpoint()?;
         Ok(Self {
+            hw_checkpoint: Mutex::new(hw_checkpoint),
             me: config.broker_id,
             resources: LogResources::new(config.max_open_segments),
             config,
@@ -82,6 +88,7 @@ impl ReplicaManager {
             reconciled: watch::channel(0).0,
             ready: AtomicBool::new(false),
             last_heartbeat_ms: AtomicU64::new(0),
+            broker_epoch: AtomicU64::new(0),
             started: Instant::now(),
         })
     }
@@ -120,6 +127,15 @@ impl ReplicaManager {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// This process's registration epoch (0 before registering).
+    pub fn broker_epoch(&self) -> u64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_broker_epoch(&self, epoch: u64) {
+        self.broker_epoch.store(epoch, Ordering::Release);
+    }
+
     /// Notes an acknowledged heartbeat.
     pub fn heartbeat_acknowledged(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
@@ -140,7 +156,7 @@ impl ReplicaManager {
 
     /// Whether this broker may act as a leader: it has heard from the coordinators within its
     /// session timeout (otherwise the controller has fenced it, or is about to).
-    fn self_fence(&self) -> Result<(), PartitionError> {
+    pub(crate) fn self_fence(&self) -> Result<(), PartitionError> {
         match self.since_heartbeat() {
             Some(since) if since <= self.config.session_timeout() => Ok(()),
             since => Err(PartitionError::new(
@@ -302,6 +318,14 @@ impl ReplicaManager {
                     log,
                     self.data_version.clone(),
                 ));
+                if let Some(&hw) = self
+                    .hw_checkpoint
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(tp)
+                {
+                    partition.restore_high_watermark(hw);
+                }
                 self.partitions
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -734,6 +758,9 @@ impl ReplicaManager {
     /// Periodic log upkeep: flush by `flush.ms`, and when due, checkpoint recovery points and
     /// apply retention (bounded by each partition's high watermark).
     pub fn maintain(&self, checkpoint: bool, retention: bool) {
+        if checkpoint && let Err(err) = self.checkpoint_high_watermarks() {
+            tracing::error!(error = %format!("{err:#}"), "writing the high-watermark checkpoint failed");
+        }
         for partition in self.partitions() {
             let log = partition.log();
             if let Err(err) = log.flush_if_due() {
@@ -756,8 +783,21 @@ impl ReplicaManager {
         }
     }
 
+    /// Writes every partition's high watermark to `replication-offset-checkpoint`.
+    pub fn checkpoint_high_watermarks(&self) -> Result<()> {
+        let hws: HashMap<TopicPartition, i64> = self
+            .partitions()
+            .into_iter()
+            .map(|p| (p.tp.clone(), p.high_watermark()))
+            .collect();
+        self.data_dir.write_hw_checkpoint(&hws)
+    }
+
     /// Flushes and closes every log (clean shutdown).
     pub fn close_all(&self) -> Result<()> {
+        if let Err(err) = self.checkpoint_high_watermarks() {
+            tracing::error!(error = %format!("{err:#}"), "writing the high-watermark checkpoint failed");
+        }
         let mut first_error = None;
         for partition in self.partitions() {
             if let Err(err) = partition.log().close() {
@@ -769,6 +809,208 @@ impl ReplicaManager {
             Some(err) => Err(err).context("closing logs"),
             None => Ok(()),
         }
+    }
+}
+
+/// A partition this broker follows: whom, at which epoch.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    /// The partition.
+    pub partition: Arc<Partition>,
+    /// Its leader.
+    pub leader: BrokerId,
+    /// The leader epoch followed.
+    pub leader_epoch: i32,
+}
+
+/// One partition of a follower's fetch.
+#[derive(Debug, Clone)]
+pub struct ReplicaFetchPartition {
+    /// Which partition.
+    pub tp: TopicPartition,
+    /// The follower's log end offset.
+    pub offset: i64,
+    /// The leader epoch it follows.
+    pub leader_epoch: i32,
+    /// Byte bound for this partition.
+    pub max_bytes: usize,
+}
+
+impl ReplicaManager {
+    /// Every partition this broker follows (a replica here, led by another broker).
+    pub fn followed(&self) -> Vec<Followed> {
+        self.partitions()
+            .into_iter()
+            .filter_map(|partition| {
+                let role = partition.role();
+                let leader = role.leader.filter(|&l| l != self.me)?;
+                Some(Followed {
+                    partition,
+                    leader,
+                    leader_epoch: role.leader_epoch,
+                })
+            })
+            .collect()
+    }
+
+    /// A follower's fetch on this leader: checks the follower's registration, reads each
+    /// partition up to the log end, and long-polls like a consumer fetch. ISR expansions that
+    /// follow are sent to the controller.
+    pub async fn replica_fetch(
+        self: &Arc<Self>,
+        replica: BrokerId,
+        broker_epoch: u64,
+        max_wait: Duration,
+        min_bytes: usize,
+        max_bytes: usize,
+        partitions: &[ReplicaFetchPartition],
+    ) -> Result<Vec<FetchedPartition>, PartitionError> {
+        let registered = self.metadata.read(|image| {
+            image
+                .registered_broker(replica, broker_epoch)
+                .map(|_| ())
+                .map_err(|e| PartitionError::new(e.code(), e.message))
+        });
+        registered?;
+        self.settle().await;
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut rx = self.data_version.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let now = Instant::now();
+            let mut remaining = max_bytes;
+            let mut results = Vec::with_capacity(partitions.len());
+            for p in partitions {
+                let outcome = self.locate(&p.tp).and_then(|partition| {
+                    self.self_fence()?;
+                    partition.replica_fetch(
+                        replica,
+                        p.offset,
+                        p.leader_epoch,
+                        p.max_bytes.min(remaining.max(1)),
+                        now,
+                    )
+                });
+                results.push(match outcome {
+                    Ok((fetched, proposal)) => {
+                        remaining = remaining.saturating_sub(fetched.records.len());
+                        if let Some(proposal) = proposal {
+                            self.propose(proposal);
+                        }
+                        fetched
+                    }
+                    Err(err) => {
+                        let mut failed = FetchedPartition::failed(
+                            p.tp.clone(),
+                            p.offset,
+                            self.with_hint(&p.tp, err.clone()),
+                        );
+                        if let Some((start, end)) = err.range {
+                            failed.log_start_offset = start;
+                            failed.log_end_offset = end;
+                        }
+                        failed
+                    }
+                });
+            }
+            let bytes: usize = results.iter().map(|r| r.records.len()).sum();
+            if bytes >= min_bytes
+                || results.iter().any(|r| r.error.is_some())
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(results);
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return Ok(results) },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// KIP-101/279 on the leader, per partition: where the asked epoch ends.
+    pub async fn offsets_for_leader_epoch(
+        &self,
+        queries: &[(TopicPartition, i32, i32)],
+    ) -> Vec<(
+        TopicPartition,
+        Result<tributary_storage::EpochEndOffset, PartitionError>,
+    )> {
+        self.settle().await;
+        queries
+            .iter()
+            .map(|(tp, current, epoch)| {
+                let outcome = self
+                    .locate(tp)
+                    .and_then(|p| p.end_offset_for_epoch(*current, *epoch));
+                (tp.clone(), outcome.map_err(|e| self.with_hint(tp, e)))
+            })
+            .collect()
+    }
+
+    /// Proposes ISR shrinks for followers not caught up within `lag`.
+    pub fn shrink_isrs(self: &Arc<Self>, lag: Duration) {
+        let now = Instant::now();
+        for partition in self.partitions() {
+            if let Some(proposal) = partition.shrink_proposal(now, lag) {
+                self.propose(proposal);
+            }
+        }
+    }
+
+    /// Sends an ISR change to the controller (in the background) and applies the answer.
+    fn propose(self: &Arc<Self>, proposal: crate::partition::IsrProposal) {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let request = tributary_proto::coordinator::v1::AlterPartitionRequest {
+                broker_id: manager.me,
+                broker_epoch: manager.broker_epoch(),
+                topic_id: proposal.topic_id.as_bytes().to_vec().into(),
+                partition: proposal.tp.partition,
+                leader_epoch: proposal.leader_epoch,
+                partition_epoch: proposal.partition_epoch,
+                new_isr: proposal.new_isr.clone(),
+            };
+            let answer = manager
+                .coordinators
+                .call(|channel| {
+                    let request = request.clone();
+                    async move {
+                        tributary_proto::coordinator::v1::broker_lifecycle_client::BrokerLifecycleClient::new(channel)
+                            .alter_partition(request)
+                            .await
+                    }
+                })
+                .await;
+            let Some(partition) = manager.partition(&proposal.tp) else {
+                return;
+            };
+            match answer {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let code = response
+                        .error
+                        .as_ref()
+                        .map_or(ErrorCode::None, |e| e.error_code());
+                    match (code, response.partition.as_ref()) {
+                        (ErrorCode::None, Some(state)) => {
+                            tracing::info!(partition = %proposal.tp, isr = ?state.isr, "ISR changed");
+                            let state = PartitionState::from(state);
+                            if let Err(err) = partition.apply_state(&state) {
+                                tracing::error!(partition = %proposal.tp, error = %err, "could not apply the new ISR");
+                            }
+                        }
+                        _ => {
+                            tracing::info!(partition = %proposal.tp, proposed = ?proposal.new_isr, error = ?response.error, "ISR change refused");
+                            partition.proposal_failed(&proposal);
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(partition = %proposal.tp, error = %status.message(), "ISR change not delivered");
+                    partition.proposal_failed(&proposal);
+                }
+            }
+        });
     }
 }
 

@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tributary_metadata::{BrokerId, PartitionState};
 use tributary_proto::common::v1::ErrorCode;
-use tributary_storage::{AppendInfo, Log, LogConfig, StorageError};
+use tributary_storage::{AppendInfo, EpochEndOffset, Log, LogConfig, StorageError};
 use uuid::Uuid;
 
 use crate::api::{FetchedPartition, FoundOffset, Isolation, PartitionError, TopicPartition};
@@ -56,10 +57,44 @@ pub struct Partition {
     log: Log,
     role: RwLock<Role>,
     high_watermark: AtomicI64,
-    /// Log end offsets of followers, by broker (filled by replication).
-    follower_leos: Mutex<HashMap<BrokerId, i64>>,
-    /// Bumped whenever a high watermark advances, to wake long-polling fetches.
+    /// While leading: what each follower's fetches said (its log end offset, when it was last
+    /// caught up).
+    followers: Mutex<HashMap<BrokerId, FollowerState>>,
+    /// While leading: an ISR change sent to the controller and not yet answered.
+    pending_isr: Mutex<Option<IsrProposal>>,
+    /// While leading: the log end offset when this leader epoch began.
+    epoch_start_offset: AtomicI64,
+    /// Bumped whenever a high watermark advances or a leader appends, to wake long-polling
+    /// fetches (consumers and followers) and acks=all producers.
     data_version: Arc<watch::Sender<u64>>,
+}
+
+/// What a leader knows of one follower (Kafka's `Replica` state).
+#[derive(Debug, Clone, Copy)]
+struct FollowerState {
+    /// The follower's log end offset (its last fetch offset); -1 until it fetches from this
+    /// leader epoch.
+    leo: i64,
+    /// When the follower was last known to have everything the leader had.
+    last_caught_up: Instant,
+    /// The leader's log end offset at the follower's previous fetch, and when that was.
+    last_fetch_leader_leo: i64,
+    last_fetch_time: Instant,
+}
+
+/// An ISR change a leader proposes to the controller (Kafka's AlterPartition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    /// Topic id.
+    pub topic_id: Uuid,
+    /// The partition.
+    pub tp: TopicPartition,
+    /// The proposing leader's epoch.
+    pub leader_epoch: i32,
+    /// The partition epoch the proposal is based on.
+    pub partition_epoch: i32,
+    /// The ISR proposed.
+    pub new_isr: Vec<BrokerId>,
 }
 
 impl Partition {
@@ -79,7 +114,9 @@ impl Partition {
             log,
             role: RwLock::new(Role::unknown()),
             high_watermark: AtomicI64::new(start),
-            follower_leos: Mutex::new(HashMap::new()),
+            followers: Mutex::new(HashMap::new()),
+            pending_isr: Mutex::new(None),
+            epoch_start_offset: AtomicI64::new(0),
             data_version,
         }
     }
@@ -110,11 +147,47 @@ impl Partition {
         let newly_leading =
             leads && (role.leader != Some(self.me) || role.leader_epoch != state.leader_epoch);
         if newly_leading {
+            let leo = self.log.log_end_offset();
             self.log
-                .assign_epoch_start_offset(state.leader_epoch, self.log.log_end_offset())?;
+                .assign_epoch_start_offset(state.leader_epoch, leo)?;
+            self.epoch_start_offset.store(leo, Ordering::Release);
+            let now = Instant::now();
+            *self.followers.lock().unwrap_or_else(|p| p.into_inner()) = state
+                .replicas
+                .iter()
+                .filter(|&&b| b != self.me)
+                .map(|&b| {
+                    (
+                        b,
+                        FollowerState {
+                            leo: -1,
+                            last_caught_up: now,
+                            last_fetch_leader_leo: -1,
+                            last_fetch_time: now,
+                        },
+                    )
+                })
+                .collect();
+            *self.pending_isr.lock().unwrap_or_else(|p| p.into_inner()) = None;
             tracing::info!(partition = %self.tp, epoch = state.leader_epoch, log_end_offset = self.log.log_end_offset(), "leading");
         } else if role.leader == Some(self.me) && !leads {
             tracing::info!(partition = %self.tp, new_leader = ?state.leader, epoch = state.leader_epoch, "no longer leading");
+        }
+        {
+            let mut pending = self.pending_isr.lock().unwrap_or_else(|p| p.into_inner());
+            if pending
+                .as_ref()
+                .is_some_and(|p| state.partition_epoch > p.partition_epoch || !leads)
+            {
+                *pending = None;
+            }
+        }
+        if !leads {
+            // A follower's high watermark never passes its own log end.
+            let leo = self.log.log_end_offset();
+            if self.high_watermark() > leo {
+                self.high_watermark.store(leo, Ordering::Release);
+            }
         }
         *role = Role {
             leader: state.leader,
@@ -126,7 +199,20 @@ impl Partition {
         if leads {
             self.advance_high_watermark(&role);
         }
+        self.bump();
         Ok(())
+    }
+
+    fn bump(&self) {
+        self.data_version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Starts from a checkpointed high watermark (bounded by the log end), after a restart.
+    pub fn restore_high_watermark(&self, checkpointed: i64) {
+        let hw = checkpointed
+            .min(self.log.log_end_offset())
+            .max(self.log.log_start_offset());
+        self.high_watermark.store(hw, Ordering::Release);
     }
 
     /// Replaces the log's configuration (topic configs altered).
@@ -138,25 +224,41 @@ impl Partition {
     }
 
     /// Moves the high watermark to the smallest log end offset in the ISR, never backwards.
+    ///
+    /// The ISR counted is the maximal one: the committed ISR plus the members of a pending
+    /// expansion (so the high watermark never passes what a future member lacks); a pending
+    /// shrink counts only once committed.
     fn advance_high_watermark(&self, role: &Role) {
         let leo = self.log.log_end_offset();
         let current = self.high_watermark();
-        let followers = self.follower_leos.lock().unwrap_or_else(|p| p.into_inner());
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self.pending_isr.lock().unwrap_or_else(|p| p.into_inner());
+        let extra = pending
+            .iter()
+            .flat_map(|p| p.new_isr.iter())
+            .filter(|b| !role.isr.contains(b));
         let candidate = role
             .isr
             .iter()
+            .chain(extra)
             .map(|&b| {
                 if b == self.me {
                     leo
                 } else {
-                    followers.get(&b).copied().unwrap_or(current)
+                    followers
+                        .get(&b)
+                        .map(|f| f.leo)
+                        .filter(|&l| l >= 0)
+                        .unwrap_or(current)
                 }
             })
             .min()
             .unwrap_or(current);
+        drop(pending);
+        drop(followers);
         if candidate > current {
             self.high_watermark.store(candidate, Ordering::Release);
-            self.data_version.send_modify(|v| *v = v.wrapping_add(1));
+            self.bump();
         }
     }
 
@@ -224,6 +326,8 @@ impl Partition {
             .append_as_leader(records, role.leader_epoch)
             .map_err(|e| storage_error(&self.tp, e))?;
         self.advance_high_watermark(&role);
+        // Followers long-polling for new data wake up.
+        self.bump();
         Ok((info, role.leader_epoch))
     }
 
@@ -310,6 +414,237 @@ impl Partition {
     }
 }
 
+impl Partition {
+    /// A follower's fetch, on the leader: reads from `offset` up to the log end, notes the
+    /// follower's log end offset and whether it is caught up, moves the high watermark, and
+    /// returns an ISR expansion to propose when the follower has caught up.
+    pub fn replica_fetch(
+        &self,
+        replica: BrokerId,
+        offset: i64,
+        leader_epoch: i32,
+        max_bytes: usize,
+        now: Instant,
+    ) -> Result<(FetchedPartition, Option<IsrProposal>), PartitionError> {
+        let role = self.role.read().unwrap_or_else(|p| p.into_inner());
+        self.check_leader(&role)?;
+        self.check_epoch(&role, Some(leader_epoch))?;
+        if !role.replicas.contains(&replica) || replica == self.me {
+            return Err(PartitionError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "broker {replica} is not a follower of {} (replicas {:?})",
+                    self.tp, role.replicas
+                ),
+            ));
+        }
+        let read = self
+            .log
+            .read(offset, max_bytes, None, true)
+            .map_err(|e| storage_error(&self.tp, e))?;
+        let leader_leo = read.log_end_offset;
+        {
+            let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+            let state = followers.entry(replica).or_insert(FollowerState {
+                leo: -1,
+                last_caught_up: now,
+                last_fetch_leader_leo: -1,
+                last_fetch_time: now,
+            });
+            if offset >= leader_leo {
+                state.last_caught_up = now;
+            } else if offset >= state.last_fetch_leader_leo && state.last_fetch_leader_leo >= 0 {
+                state.last_caught_up = state.last_caught_up.max(state.last_fetch_time);
+            }
+            state.last_fetch_leader_leo = leader_leo;
+            state.last_fetch_time = now;
+            state.leo = offset;
+        }
+        self.advance_high_watermark(&role);
+        let high_watermark = self.high_watermark();
+        let proposal = self.expansion(&role, replica, offset, high_watermark);
+        Ok((
+            FetchedPartition {
+                tp: self.tp.clone(),
+                error: None,
+                high_watermark,
+                last_stable_offset: high_watermark,
+                log_start_offset: read.log_start_offset,
+                log_end_offset: leader_leo,
+                next_offset: read.next_offset,
+                records: read.records,
+            },
+            proposal,
+        ))
+    }
+
+    /// Kafka's rule: a follower outside the ISR joins once its log end offset is at or past the
+    /// high watermark and at or past the start of the current leader epoch.
+    fn expansion(
+        &self,
+        role: &Role,
+        replica: BrokerId,
+        leo: i64,
+        high_watermark: i64,
+    ) -> Option<IsrProposal> {
+        if role.isr.contains(&replica)
+            || leo < high_watermark
+            || leo < self.epoch_start_offset.load(Ordering::Acquire)
+        {
+            return None;
+        }
+        let mut pending = self.pending_isr.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_some() {
+            return None;
+        }
+        let mut new_isr = role.isr.clone();
+        new_isr.push(replica);
+        new_isr.sort_unstable();
+        let proposal = self.proposal(role, new_isr);
+        *pending = Some(proposal.clone());
+        Some(proposal)
+    }
+
+    fn proposal(&self, role: &Role, new_isr: Vec<BrokerId>) -> IsrProposal {
+        IsrProposal {
+            topic_id: self.topic_id,
+            tp: self.tp.clone(),
+            leader_epoch: role.leader_epoch,
+            partition_epoch: role.partition_epoch,
+            new_isr,
+        }
+    }
+
+    /// While leading: the ISR without the followers not caught up for `lag` (Kafka's
+    /// `replica.lag.time.max.ms`), if any, as a proposal (pending until answered).
+    pub fn shrink_proposal(&self, now: Instant, lag: Duration) -> Option<IsrProposal> {
+        let role = self.role.read().unwrap_or_else(|p| p.into_inner());
+        if role.leader != Some(self.me) {
+            return None;
+        }
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        let lagging: Vec<BrokerId> = role
+            .isr
+            .iter()
+            .copied()
+            .filter(|&b| b != self.me)
+            .filter(|b| {
+                followers
+                    .get(b)
+                    .is_none_or(|f| now.saturating_duration_since(f.last_caught_up) > lag)
+            })
+            .collect();
+        drop(followers);
+        if lagging.is_empty() {
+            return None;
+        }
+        let mut pending = self.pending_isr.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_some() {
+            return None;
+        }
+        let new_isr: Vec<BrokerId> = role
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| !lagging.contains(b))
+            .collect();
+        tracing::info!(partition = %self.tp, isr = ?role.isr, lagging = ?lagging, "shrinking the ISR");
+        let proposal = self.proposal(&role, new_isr);
+        *pending = Some(proposal.clone());
+        Some(proposal)
+    }
+
+    /// The controller refused (or never answered) `proposal`: forget it, so a later one can be
+    /// made on fresh state.
+    pub fn proposal_failed(&self, proposal: &IsrProposal) {
+        let mut pending = self.pending_isr.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.as_ref() == Some(proposal) {
+            *pending = None;
+        }
+    }
+
+    /// KIP-101/279 on the leader: where `epoch` ends in this log.
+    pub fn end_offset_for_epoch(
+        &self,
+        current_leader_epoch: i32,
+        epoch: i32,
+    ) -> Result<EpochEndOffset, PartitionError> {
+        let role = self.role.read().unwrap_or_else(|p| p.into_inner());
+        self.check_leader(&role)?;
+        self.check_epoch(&role, Some(current_leader_epoch))?;
+        Ok(self.log.end_offset_for_epoch(epoch))
+    }
+
+    /// Whether this broker follows the leader at `epoch` (appends from a fetch at an older
+    /// epoch must be dropped).
+    pub fn follows(&self, leader: BrokerId, epoch: i32) -> bool {
+        let role = self.role.read().unwrap_or_else(|p| p.into_inner());
+        role.leader == Some(leader) && role.leader_epoch == epoch && leader != self.me
+    }
+
+    /// A follower appends the leader's batches unchanged and learns the leader's high
+    /// watermark (bounded by its own log end).
+    pub fn follower_append(
+        &self,
+        leader: BrokerId,
+        epoch: i32,
+        records: bytes::Bytes,
+        leader_high_watermark: i64,
+    ) -> Result<(), PartitionError> {
+        // The role lock (shared) keeps a role change from interleaving with the append.
+        let role = self.role.read().unwrap_or_else(|p| p.into_inner());
+        if role.leader != Some(leader) || role.leader_epoch != epoch {
+            return Err(PartitionError::new(
+                ErrorCode::FencedLeaderEpoch,
+                format!(
+                    "{}: no longer following broker {leader} at epoch {epoch}",
+                    self.tp
+                ),
+            ));
+        }
+        if !records.is_empty() {
+            self.log
+                .append_as_follower(records)
+                .map_err(|e| storage_error(&self.tp, e))?;
+        }
+        let hw = leader_high_watermark.min(self.log.log_end_offset());
+        if hw > self.high_watermark() {
+            self.high_watermark.store(hw, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// A follower truncates to `offset` (what the leader has of its latest epoch).
+    pub fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
+        let _role = self.role.write().unwrap_or_else(|p| p.into_inner());
+        let before = self.log.log_end_offset();
+        let leo = if offset < before {
+            self.log
+                .truncate_to(offset)
+                .map_err(|e| storage_error(&self.tp, e))?
+        } else {
+            before
+        };
+        if leo < before {
+            tracing::warn!(partition = %self.tp, from = before, to = leo, "truncated records the leader does not have");
+        }
+        if self.high_watermark() > leo {
+            self.high_watermark.store(leo, Ordering::Release);
+        }
+        Ok(leo)
+    }
+
+    /// A follower far behind a leader whose log starts at `offset` restarts its log there.
+    pub fn restart_at(&self, offset: i64) -> Result<(), PartitionError> {
+        let _role = self.role.write().unwrap_or_else(|p| p.into_inner());
+        self.log
+            .truncate_fully_and_start_at(offset)
+            .map_err(|e| storage_error(&self.tp, e))?;
+        self.high_watermark.store(offset, Ordering::Release);
+        Ok(())
+    }
+}
+
 /// A storage error as Kafka's code and a message naming the partition.
 pub fn storage_error(tp: &TopicPartition, err: StorageError) -> PartitionError {
     let code = match &err {
@@ -335,4 +670,150 @@ pub fn storage_error(tp: &TopicPartition, err: StorageError) -> PartitionError {
         | StorageError::InvalidConfig { .. } => ErrorCode::UnknownServerError,
     };
     PartitionError::new(code, format!("{tp}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_storage::LogResources;
+
+    fn batch(values: &[&str]) -> bytes::Bytes {
+        let mut builder = tributary_record::BatchBuilder::new(1_000);
+        for v in values {
+            builder.push(1_000, None, Some(v.as_bytes()), &[]);
+        }
+        builder.build()
+    }
+
+    fn partition(me: BrokerId, dir: &std::path::Path) -> Partition {
+        let log = Log::open(dir, LogConfig::default(), LogResources::new(16)).unwrap();
+        Partition::new(
+            TopicPartition::new("t", 0),
+            Uuid::nil(),
+            me,
+            log,
+            Arc::new(watch::channel(0).0),
+        )
+    }
+
+    fn state(
+        leader: BrokerId,
+        epoch: i32,
+        isr: &[BrokerId],
+        partition_epoch: i32,
+    ) -> PartitionState {
+        PartitionState {
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            leader: Some(leader),
+            leader_epoch: epoch,
+            partition_epoch,
+        }
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_smallest_log_end_in_the_isr() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = partition(1, tmp.path());
+        p.apply_state(&state(1, 0, &[1, 2], 0)).unwrap();
+        p.append(&batch(&["a", "b", "c"]), None).unwrap();
+        assert_eq!(p.high_watermark(), 0, "follower 2 has not fetched yet");
+        let now = Instant::now();
+        let (_, proposal) = p.replica_fetch(2, 0, 0, 1 << 20, now).unwrap();
+        assert_eq!(proposal, None, "already in the ISR");
+        assert_eq!(p.high_watermark(), 0);
+        p.replica_fetch(2, 2, 0, 1 << 20, now).unwrap();
+        assert_eq!(p.high_watermark(), 2);
+        p.replica_fetch(2, 3, 0, 1 << 20, now).unwrap();
+        assert_eq!(p.high_watermark(), 3);
+        // A replica outside the ISR does not hold the high watermark back.
+        p.append(&batch(&["d"]), None).unwrap();
+        p.replica_fetch(2, 4, 0, 1 << 20, now).unwrap();
+        assert_eq!(p.high_watermark(), 4);
+        assert!(p.committed(3, 0).unwrap());
+        assert!(!p.committed(4, 0).unwrap());
+    }
+
+    #[test]
+    fn a_pending_expansion_already_holds_the_high_watermark_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = partition(1, tmp.path());
+        p.apply_state(&state(1, 0, &[1], 0)).unwrap();
+        p.append(&batch(&["a", "b"]), None).unwrap();
+        assert_eq!(p.high_watermark(), 2, "the leader alone is the ISR");
+        let now = Instant::now();
+        let (_, proposal) = p.replica_fetch(3, 1, 0, 1 << 20, now).unwrap();
+        assert_eq!(proposal, None, "not caught up: below the high watermark");
+        let (_, proposal) = p.replica_fetch(3, 2, 0, 1 << 20, now).unwrap();
+        let proposal = proposal.expect("caught up: expand");
+        assert_eq!(proposal.new_isr, [1, 3]);
+        assert_eq!(proposal.partition_epoch, 0);
+        p.append(&batch(&["c"]), None).unwrap();
+        assert_eq!(
+            p.high_watermark(),
+            2,
+            "replica 3 lacks offset 2, and may be in the ISR"
+        );
+        let (_, again) = p.replica_fetch(3, 2, 0, 1 << 20, now).unwrap();
+        assert_eq!(again, None, "one change at a time");
+        // The controller commits it.
+        p.apply_state(&state(1, 0, &[1, 3], 1)).unwrap();
+        p.replica_fetch(3, 3, 0, 1 << 20, now).unwrap();
+        assert_eq!(p.high_watermark(), 3);
+    }
+
+    #[test]
+    fn a_lagging_follower_is_shrunk_out_and_counts_until_the_shrink_commits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = partition(1, tmp.path());
+        p.apply_state(&state(1, 0, &[1, 2, 3], 0)).unwrap();
+        let start = Instant::now();
+        p.append(&batch(&["a"]), None).unwrap();
+        p.replica_fetch(2, 1, 0, 1 << 20, start).unwrap();
+        p.replica_fetch(3, 0, 0, 1 << 20, start).unwrap();
+        assert_eq!(p.high_watermark(), 0);
+        let lag = Duration::from_secs(30);
+        assert_eq!(
+            p.shrink_proposal(start + Duration::from_secs(10), lag),
+            None
+        );
+        // Replica 2 keeps up; replica 3 never fetches again.
+        p.replica_fetch(2, 1, 0, 1 << 20, start + Duration::from_secs(29))
+            .unwrap();
+        let shrink = p
+            .shrink_proposal(start + Duration::from_secs(31), lag)
+            .expect("replica 3 lags");
+        assert_eq!(shrink.new_isr, [1, 2]);
+        assert_eq!(p.high_watermark(), 0, "a pending shrink does not count yet");
+        p.apply_state(&state(1, 0, &[1, 2], 1)).unwrap();
+        assert_eq!(p.high_watermark(), 1);
+    }
+
+    #[test]
+    fn a_refused_proposal_can_be_made_again_and_a_new_epoch_fences_the_old_leader() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = partition(1, tmp.path());
+        p.apply_state(&state(1, 0, &[1], 0)).unwrap();
+        let now = Instant::now();
+        let (_, proposal) = p.replica_fetch(2, 0, 0, 1 << 20, now).unwrap();
+        let proposal = proposal.unwrap();
+        p.proposal_failed(&proposal);
+        let (_, again) = p.replica_fetch(2, 0, 0, 1 << 20, now).unwrap();
+        assert_eq!(again, Some(proposal));
+        // A stale fetch epoch is refused; then leadership moves to broker 2.
+        let err = p.replica_fetch(2, 0, 7, 1 << 20, now).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownLeaderEpoch);
+        p.apply_state(&state(2, 1, &[1, 2], 1)).unwrap();
+        let err = p.append(&batch(&["x"]), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::NotLeaderOrFollower);
+        let err = p.replica_fetch(3, 0, 1, 1 << 20, now).unwrap_err();
+        assert_eq!(
+            err.code,
+            ErrorCode::NotLeaderOrFollower,
+            "a follower fetching from a non-leader"
+        );
+        // A stale state (older partition epoch) is ignored.
+        p.apply_state(&state(1, 0, &[1], 0)).unwrap();
+        assert_eq!(p.role().leader, Some(2));
+    }
 }

@@ -1,0 +1,630 @@
+//! The follower side of replication: one fetcher per leader broker, carrying every partition
+//! this broker follows from that leader over one stream, behind a transport trait (gRPC here; a
+//! deterministic network simulation in the fault suite).
+//!
+//! A partition that starts following a leader epoch first asks the leader where its own latest
+//! epoch ends (KIP-101/279) and truncates what the leader does not have; only then does it
+//! fetch, appending the leader's bytes unchanged and learning the high watermark.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
+use tributary_metadata::BrokerId;
+use tributary_proto::broker::v1 as pb;
+use tributary_proto::broker::v1::replication_client::ReplicationClient;
+use tributary_proto::common::v1::ErrorCode;
+
+use crate::api::TopicPartition;
+use crate::manager::{Followed, LISTENER, ReplicaManager};
+use crate::partition::Partition;
+
+/// A boxed future (the transport traits are object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A connection from this follower to one leader.
+pub trait LeaderLink: Send {
+    /// One fetch round.
+    fn fetch(
+        &mut self,
+        request: pb::ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<pb::ReplicaFetchResponse, Status>>;
+    /// Where the leader's epochs end.
+    fn offsets_for_leader_epoch(
+        &mut self,
+        request: pb::OffsetsForLeaderEpochRequest,
+    ) -> BoxFuture<'_, Result<pb::OffsetsForLeaderEpochResponse, Status>>;
+}
+
+/// Makes links to leaders.
+pub trait ReplicaTransport: Send + Sync {
+    /// A link to `leader` at `address` (connecting lazily).
+    fn link(&self, leader: BrokerId, address: &str) -> Result<Box<dyn LeaderLink>, Status>;
+}
+
+/// Replication over gRPC: one bidirectional `ReplicaFetch` stream per leader.
+#[derive(Debug, Default)]
+pub struct GrpcTransport;
+
+impl ReplicaTransport for GrpcTransport {
+    fn link(&self, _leader: BrokerId, address: &str) -> Result<Box<dyn LeaderLink>, Status> {
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::invalid_argument(format!("leader address {address}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .max_frame_size(crate::MAX_FRAME_SIZE)
+            .connect_lazy();
+        let client = ReplicationClient::new(channel)
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
+        Ok(Box::new(GrpcLink {
+            client,
+            stream: None,
+        }))
+    }
+}
+
+struct GrpcLink {
+    client: ReplicationClient<Channel>,
+    stream: Option<(
+        mpsc::Sender<pb::ReplicaFetchRequest>,
+        Streaming<pb::ReplicaFetchResponse>,
+    )>,
+}
+
+impl LeaderLink for GrpcLink {
+    fn fetch(
+        &mut self,
+        request: pb::ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<pb::ReplicaFetchResponse, Status>> {
+        Box::pin(async move {
+            if self.stream.is_none() {
+                let (tx, rx) = mpsc::channel(1);
+                let responses = self
+                    .client
+                    .replica_fetch(ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                self.stream = Some((tx, responses));
+            }
+            let (tx, responses) = self.stream.as_mut().expect("opened above");
+            let sent = tx.send(request).await;
+            let answer = match sent {
+                Ok(()) => responses.message().await,
+                Err(_) => Ok(None),
+            };
+            match answer {
+                Ok(Some(response)) => Ok(response),
+                Ok(None) => {
+                    self.stream = None;
+                    Err(Status::unavailable(
+                        "the leader closed the replication stream",
+                    ))
+                }
+                Err(status) => {
+                    self.stream = None;
+                    Err(status)
+                }
+            }
+        })
+    }
+
+    fn offsets_for_leader_epoch(
+        &mut self,
+        request: pb::OffsetsForLeaderEpochRequest,
+    ) -> BoxFuture<'_, Result<pb::OffsetsForLeaderEpochResponse, Status>> {
+        Box::pin(async move {
+            Ok(self
+                .client
+                .offsets_for_leader_epoch(request)
+                .await?
+                .into_inner())
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Follow {
+    partition: Arc<Partition>,
+    epoch: i32,
+    /// Truncated against the leader for `epoch`: ready to fetch.
+    truncated: bool,
+    /// Not before this instant (after a retriable error).
+    retry_at: Option<Instant>,
+}
+
+/// The partitions followed from one leader, and the task fetching them.
+#[derive(Debug)]
+struct Fetcher {
+    leader: BrokerId,
+    follows: Mutex<HashMap<TopicPartition, Follow>>,
+    wake: Notify,
+}
+
+/// A fetcher and its task.
+type FetcherTask = (Arc<Fetcher>, tokio::task::JoinHandle<()>);
+
+/// One followed partition as a fetch round sees it: partition, handle, epoch, truncated, retry
+/// time.
+type Snapshot = (TopicPartition, Arc<Partition>, i32, bool, Option<Instant>);
+
+/// Every fetcher of this broker, one per leader.
+pub struct Fetchers {
+    manager: Arc<ReplicaManager>,
+    transport: Arc<dyn ReplicaTransport>,
+    by_leader: Mutex<HashMap<BrokerId, FetcherTask>>,
+}
+
+impl std::fmt::Debug for Fetchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetchers").finish_non_exhaustive()
+    }
+}
+
+impl Fetchers {
+    /// No fetchers yet.
+    pub fn new(manager: Arc<ReplicaManager>, transport: Arc<dyn ReplicaTransport>) -> Self {
+        Self {
+            manager,
+            transport,
+            by_leader: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Follows exactly `followed`: partitions move between fetchers as leaders change, and a
+    /// new leader epoch means truncating against the leader again before fetching.
+    pub fn update(&self, followed: Vec<Followed>) {
+        let mut wanted: HashMap<BrokerId, Vec<Followed>> = HashMap::new();
+        for f in followed {
+            wanted.entry(f.leader).or_default().push(f);
+        }
+        let mut by_leader = self.by_leader.lock().unwrap_or_else(|p| p.into_inner());
+        by_leader.retain(|leader, (_, task)| {
+            let keep = wanted.contains_key(leader);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (leader, partitions) in wanted {
+            let (fetcher, _) = by_leader.entry(leader).or_insert_with(|| {
+                let fetcher = Arc::new(Fetcher {
+                    leader,
+                    follows: Mutex::new(HashMap::new()),
+                    wake: Notify::new(),
+                });
+                let task = tokio::spawn(run(
+                    fetcher.clone(),
+                    self.manager.clone(),
+                    self.transport.clone(),
+                ));
+                (fetcher, task)
+            });
+            let mut follows = fetcher.follows.lock().unwrap_or_else(|p| p.into_inner());
+            let keep: Vec<TopicPartition> =
+                partitions.iter().map(|f| f.partition.tp.clone()).collect();
+            follows.retain(|tp, _| keep.contains(tp));
+            for f in partitions {
+                let tp = f.partition.tp.clone();
+                match follows.get_mut(&tp) {
+                    Some(existing)
+                        if existing.epoch == f.leader_epoch
+                            && Arc::ptr_eq(&existing.partition, &f.partition) => {}
+                    _ => {
+                        follows.insert(
+                            tp,
+                            Follow {
+                                partition: f.partition,
+                                epoch: f.leader_epoch,
+                                truncated: false,
+                                retry_at: None,
+                            },
+                        );
+                    }
+                }
+            }
+            drop(follows);
+            fetcher.wake.notify_one();
+        }
+    }
+
+    /// Stops every fetcher.
+    pub fn stop(&self) {
+        for (_, (_, task)) in self
+            .by_leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            task.abort();
+        }
+    }
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a partition waits after a retriable error (the metadata usually catches up).
+const PARTITION_RETRY: Duration = Duration::from_millis(200);
+
+async fn run(
+    fetcher: Arc<Fetcher>,
+    manager: Arc<ReplicaManager>,
+    transport: Arc<dyn ReplicaTransport>,
+) {
+    let config = manager.config().clone();
+    let mut link: Option<(String, Box<dyn LeaderLink>)> = None;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let now = Instant::now();
+        let snapshot: Vec<Snapshot> = fetcher
+            .follows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(tp, f)| {
+                (
+                    tp.clone(),
+                    f.partition.clone(),
+                    f.epoch,
+                    f.truncated,
+                    f.retry_at,
+                )
+            })
+            .collect();
+        if snapshot.is_empty() {
+            fetcher.wake.notified().await;
+            continue;
+        }
+        let Some(address) = manager.metadata().read(|image| {
+            image
+                .brokers
+                .get(&fetcher.leader)
+                .and_then(|b| b.listeners.get(LISTENER).cloned())
+        }) else {
+            tokio::time::sleep(PARTITION_RETRY).await;
+            continue;
+        };
+        if link.as_ref().is_none_or(|(a, _)| *a != address) {
+            match transport.link(fetcher.leader, &address) {
+                Ok(l) => link = Some((address.clone(), l)),
+                Err(status) => {
+                    tracing::warn!(leader = fetcher.leader, error = %status.message(), "cannot reach the leader");
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let (_, leader_link) = link.as_mut().expect("set above");
+        let ready = |retry_at: &Option<Instant>| retry_at.is_none_or(|t| t <= now);
+
+        // Truncate first, for partitions that start following an epoch.
+        let to_truncate: Vec<_> = snapshot
+            .iter()
+            .filter(|(_, _, _, truncated, retry_at)| !truncated && ready(retry_at))
+            .collect();
+        if !to_truncate.is_empty() {
+            let mut queries = Vec::new();
+            for (tp, partition, epoch, _, _) in &to_truncate {
+                match partition.log().latest_epoch() {
+                    None => mark(&fetcher, tp, *epoch, |f| f.truncated = true),
+                    Some(latest) => {
+                        queries.push(pb::offsets_for_leader_epoch_request::EpochQuery {
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                            current_leader_epoch: *epoch,
+                            leader_epoch: latest,
+                        })
+                    }
+                }
+            }
+            if !queries.is_empty() {
+                let request = pb::OffsetsForLeaderEpochRequest {
+                    replica_id: manager.broker_id(),
+                    partitions: queries,
+                };
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    leader_link.offsets_for_leader_epoch(request),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(response)) => {
+                        backoff = MIN_BACKOFF;
+                        for end in response.partitions {
+                            let tp = TopicPartition::new(end.topic, end.partition);
+                            let Some((_, partition, epoch, _, _)) =
+                                to_truncate.iter().find(|(t, ..)| *t == tp)
+                            else {
+                                continue;
+                            };
+                            let code = end
+                                .error
+                                .as_ref()
+                                .map_or(ErrorCode::None, |e| e.error_code());
+                            if code != ErrorCode::None {
+                                tracing::debug!(partition = %tp, error = ?end.error, "epoch lookup refused");
+                                mark(&fetcher, &tp, *epoch, |f| {
+                                    f.retry_at = Some(Instant::now() + PARTITION_RETRY)
+                                });
+                                continue;
+                            }
+                            match truncate(partition, end.leader_epoch, end.end_offset) {
+                                Ok(()) => mark(&fetcher, &tp, *epoch, |f| f.truncated = true),
+                                Err(err) => {
+                                    tracing::error!(partition = %tp, error = %err.message, "truncation failed");
+                                    mark(&fetcher, &tp, *epoch, |f| {
+                                        f.retry_at = Some(Instant::now() + MAX_BACKOFF)
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    Ok(Err(status)) => {
+                        tracing::debug!(leader = fetcher.leader, error = %status.message(), "epoch lookup failed");
+                        link = None;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    Err(_) => {
+                        link = None;
+                    }
+                }
+                continue;
+            }
+        }
+
+        // Fetch.
+        let fetchable: Vec<_> = snapshot
+            .iter()
+            .filter(|(_, _, _, truncated, retry_at)| *truncated && ready(retry_at))
+            .collect();
+        if fetchable.is_empty() {
+            let next_retry = snapshot.iter().filter_map(|s| s.4).min();
+            let sleep = next_retry.map_or(PARTITION_RETRY, |t| t.saturating_duration_since(now));
+            tokio::select! {
+                () = fetcher.wake.notified() => {}
+                () = tokio::time::sleep(sleep.max(Duration::from_millis(10))) => {}
+            }
+            continue;
+        }
+        let request = pb::ReplicaFetchRequest {
+            replica_id: manager.broker_id(),
+            broker_epoch: manager.broker_epoch(),
+            max_wait_ms: config.replica_fetch_wait_max_ms as u32,
+            min_bytes: 1,
+            max_bytes: config.replica_fetch_response_max_bytes,
+            partitions: fetchable
+                .iter()
+                .map(
+                    |(tp, partition, epoch, _, _)| pb::replica_fetch_request::ReplicaPartition {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        fetch_offset: partition.log().log_end_offset(),
+                        current_leader_epoch: *epoch,
+                        partition_max_bytes: config.replica_fetch_max_bytes,
+                    },
+                )
+                .collect(),
+        };
+        let wait =
+            Duration::from_millis(config.replica_fetch_wait_max_ms) + Duration::from_secs(10);
+        let response = match tokio::time::timeout(wait, leader_link.fetch(request)).await {
+            Ok(Ok(response)) => {
+                backoff = MIN_BACKOFF;
+                response
+            }
+            Ok(Err(status)) => {
+                tracing::debug!(leader = fetcher.leader, error = %status.message(), "replica fetch failed");
+                link = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    leader = fetcher.leader,
+                    "replica fetch timed out; reconnecting"
+                );
+                link = None;
+                continue;
+            }
+        };
+        if let Some(error) = response
+            .error
+            .as_ref()
+            .filter(|e| e.error_code() != ErrorCode::None)
+        {
+            tracing::info!(leader = fetcher.leader, error = %error.message, "replica fetch refused");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
+        for data in response.partitions {
+            let tp = TopicPartition::new(data.topic, data.partition);
+            let Some((_, partition, epoch, _, _)) = fetchable.iter().find(|(t, ..)| *t == tp)
+            else {
+                continue;
+            };
+            let code = data
+                .error
+                .as_ref()
+                .map_or(ErrorCode::None, |e| e.error_code());
+            match code {
+                ErrorCode::None => {
+                    match partition.follower_append(
+                        fetcher.leader,
+                        *epoch,
+                        data.records,
+                        data.high_watermark,
+                    ) {
+                        Ok(()) => {}
+                        // The role moved on meanwhile: the next update re-targets it.
+                        Err(err) if err.code == ErrorCode::FencedLeaderEpoch => {}
+                        Err(err) => {
+                            tracing::warn!(partition = %tp, error = %err.message, "follower append failed; truncating again");
+                            mark(&fetcher, &tp, *epoch, |f| {
+                                f.truncated = false;
+                                f.retry_at = Some(Instant::now() + PARTITION_RETRY);
+                            });
+                        }
+                    }
+                }
+                ErrorCode::OffsetOutOfRange => {
+                    let leo = partition.log().log_end_offset();
+                    if leo < data.log_start_offset {
+                        tracing::info!(partition = %tp, leo, leader_log_start = data.log_start_offset, "behind the leader's log start; restarting the log there");
+                        if let Err(err) = partition.restart_at(data.log_start_offset) {
+                            tracing::error!(partition = %tp, error = %err.message, "restarting the log failed");
+                        }
+                    } else {
+                        mark(&fetcher, &tp, *epoch, |f| f.truncated = false);
+                    }
+                }
+                _ => {
+                    tracing::debug!(partition = %tp, error = ?data.error, "replica fetch of a partition refused");
+                    mark(&fetcher, &tp, *epoch, |f| {
+                        f.retry_at = Some(Instant::now() + PARTITION_RETRY)
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Applies `change` to the follow state of `tp` if it still follows the same epoch.
+fn mark(fetcher: &Fetcher, tp: &TopicPartition, epoch: i32, change: impl FnOnce(&mut Follow)) {
+    if let Some(f) = fetcher
+        .follows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(tp)
+        .filter(|f| f.epoch == epoch)
+    {
+        change(f);
+    }
+}
+
+/// KIP-101/279: the leader's log holds epoch `leader_epoch` up to `leader_end`; cut this log
+/// where it stops agreeing.
+fn truncate(
+    partition: &Partition,
+    leader_epoch: i32,
+    leader_end: i64,
+) -> Result<(), crate::api::PartitionError> {
+    let log = partition.log();
+    let leo = log.log_end_offset();
+    let target = if leader_epoch < 0 || leader_end < 0 {
+        // The leader has no epoch at or below ours: keep only what is committed.
+        partition.high_watermark().min(leo)
+    } else {
+        // Our largest epoch at or below the leader's, and where it ends here: past that point
+        // our records carry epochs the leader never had.
+        let ours = log.end_offset_for_epoch(leader_epoch);
+        let our_end = if ours.end_offset >= 0 {
+            ours.end_offset
+        } else {
+            log.log_start_offset()
+        };
+        leader_end.min(our_end).min(leo)
+    };
+    if target < leo {
+        partition.truncate_to(target)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_metadata::PartitionState;
+    use tributary_storage::{Log, LogConfig, LogResources};
+
+    fn batch(values: &[&str]) -> bytes::Bytes {
+        let mut builder = tributary_record::BatchBuilder::new(1_000);
+        for v in values {
+            builder.push(1_000, None, Some(v.as_bytes()), &[]);
+        }
+        builder.build()
+    }
+
+    fn state(leader: BrokerId, epoch: i32, partition_epoch: i32) -> PartitionState {
+        PartitionState {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: Some(leader),
+            leader_epoch: epoch,
+            partition_epoch,
+        }
+    }
+
+    /// A broker that led epochs 0 and 1 (offsets 0..3 and 3..5), then follows.
+    fn diverged(dir: &std::path::Path) -> Partition {
+        let log = Log::open(dir, LogConfig::default(), LogResources::new(16)).unwrap();
+        let p = Partition::new(
+            TopicPartition::new("t", 0),
+            uuid::Uuid::nil(),
+            1,
+            log,
+            Arc::new(tokio::sync::watch::channel(0).0),
+        );
+        p.apply_state(&state(1, 0, 0)).unwrap();
+        p.append(&batch(&["a", "b", "c"]), None).unwrap();
+        p.apply_state(&state(1, 1, 1)).unwrap();
+        p.append(&batch(&["d", "e"]), None).unwrap();
+        p.apply_state(&state(2, 2, 2)).unwrap();
+        p
+    }
+
+    #[test]
+    fn kip_101_the_leader_has_our_latest_epoch_but_less_of_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = diverged(tmp.path());
+        // The leader had epoch 1 up to offset 4 only.
+        truncate(&p, 1, 4).unwrap();
+        assert_eq!(
+            p.log().log_end_offset(),
+            3,
+            "whole batches: the one straddling 4 goes"
+        );
+    }
+
+    #[test]
+    fn kip_279_the_leader_never_had_our_latest_epoch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = diverged(tmp.path());
+        // The leader's largest epoch at or below 1 is 0, ending at offset 5 on the leader
+        // (it wrote offsets 3 and 4 in epoch 0 as well): we keep only our epoch-0 records.
+        truncate(&p, 0, 5).unwrap();
+        assert_eq!(p.log().log_end_offset(), 3);
+        assert_eq!(p.log().latest_epoch(), Some(0));
+    }
+
+    #[test]
+    fn nothing_is_cut_when_the_leader_has_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = diverged(tmp.path());
+        truncate(&p, 1, 9).unwrap();
+        assert_eq!(p.log().log_end_offset(), 5);
+    }
+
+    #[test]
+    fn a_leader_without_any_of_our_epochs_leaves_only_what_was_committed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = diverged(tmp.path());
+        assert_eq!(
+            p.high_watermark(),
+            0,
+            "its follower never fetched: nothing committed"
+        );
+        truncate(&p, -1, -1).unwrap();
+        assert_eq!(p.log().log_end_offset(), 0);
+    }
+}
