@@ -8,25 +8,47 @@ use crate::Error;
 ///
 /// # Why these timeouts
 ///
-/// Tributary's coordinators run on small machines (2 cores) next to brokers, builds and tests,
-/// so a Raft task can easily be starved for a few hundred milliseconds. Raft needs
-/// `broadcast time << election timeout`; the defaults keep a wide margin:
+/// Issue 3 asks for a controller failover (leader killed → a write commits again) under 2 s.
+/// Tributary's coordinators run on small machines (2 cores) next to brokers, builds and tests, so a
+/// Raft task can also be starved for a few hundred milliseconds, and a needless election costs a
+/// controller takeover. The defaults are chosen from how openraft 0.9.25 really uses them (its
+/// `core/raft_core.rs`, `engine/engine_config.rs`, `engine/engine_impl.rs`, `replication/mod.rs`),
+/// not only from Raft's `broadcast time << election timeout`:
 ///
-/// - **`heartbeat_interval` = 250 ms.** In openraft 0.9 this is also the timeout of every
-///   AppendEntries RPC, so it must cover a follower's sled fsync (a few ms idle, tens of ms
-///   under load) plus a gRPC round trip on a busy machine. openraft's followers check their
-///   election timer every 1.5 heartbeats.
-/// - **`election_timeout_min..max` = 1500..3000 ms**: six to twelve heartbeats. A follower calls
-///   an election only after missing about six heartbeats in a row, so a scheduler stall of a
-///   second does not depose a healthy leader (each needless election bumps the term, which is
-///   the controller epoch, and fences the controller). The 1.5 s wide random range makes split
-///   votes rare even with slow vote RPCs. The price is failover: a crashed leader is replaced
-///   within 1.5–3 s plus one election round, which is fine for cluster metadata.
-/// - **`install_snapshot_timeout` = 10 s** per snapshot chunk (openraft's default of 200 ms
-///   is far too short for a multi-megabyte chunk that the receiver fsyncs).
+/// - **A follower waits `election_timeout_max + its election timeout` before campaigning.** While
+///   it knows a leader, openraft adds a leader lease of `election_timeout_max` to the election
+///   timeout, which is drawn from `election_timeout_min..max` once per process, and checks this on
+///   a tick every 1.5 heartbeats. A voter also refuses votes for `election_timeout_max` after its
+///   last heartbeat. So a survivor campaigns `max + U(min, max)` after the dead leader's last
+///   heartbeat, rounded up to its next tick, and the failover is about
+///   `max + U(min, max) - U(0, heartbeat) + U(0, 1.5 × heartbeat)` plus the election and the first
+///   acknowledged write (10–200 ms measured). openraft 0.9.25 has no setting for the lease of its
+///   own (there is no `timeout` or `allow_log_reversion` option; `enable_elect` only turns
+///   elections off), so the election timeouts are the only lever.
+/// - **`election_timeout_min..max` = 500..700 ms.** A survivor campaigns 1.2–1.4 s after the
+///   leader's last heartbeat: failover about 1.05–1.65 s, measured 1.1–1.55 s (with both cores
+///   saturated too; `docs/benchmarks/coordinator.md`), under the 2 s goal. The same sum is the
+///   silence a follower tolerates before it campaigns: at least 1.2 s, eight heartbeats, so a
+///   scheduler or fsync stall of a second still does not depose a healthy leader. A narrow range is
+///   enough: split votes hardly happen in openraft 0.9, which orders the votes of one term by node
+///   id (its default `LeaderId` is `(term, node_id)`), so of candidates campaigning at once the
+///   highest id gets the others' votes. The rare slow path: if the leader dies with an entry on
+///   only one survivor, the other may campaign first and be refused; the survivor with the entry
+///   then may need a second round (one more election timeout, up to about 2.3 s in all, not seen in
+///   the runs).
+/// - **`heartbeat_interval` = 150 ms.** openraft 0.9 uses it as the timeout of every AppendEntries
+///   RPC (replication and heartbeats) and of each reply in the quorum check of
+///   `ensure_linearizable`, and ticks every 1.5 heartbeats (225 ms). Our transport sets no per-RPC
+///   timeout of its own, so it must cover a follower's sled flush (under 1 ms idle, tens of ms
+///   under load) plus a gRPC round trip on a busy machine; a slower RPC is not fatal (it is sent
+///   again and the follower keeps its lease, which counts requests received, not replies) but costs
+///   latency. Faster heartbeats would shorten the tick and failover only a little while making
+///   those timeouts likelier.
+/// - **`install_snapshot_timeout` = 10 s** per snapshot chunk (openraft's default of 200 ms is far
+///   too short for a multi-megabyte chunk that the receiver fsyncs).
 /// - **`connect_timeout` = 1 s**: a peer that does not accept a TCP connection in a second is
-///   reported as unreachable and openraft backs off; on loopback a refused connection fails at
-///   once anyway.
+///   reported as unreachable and openraft backs off; on loopback a refused connection fails at once
+///   anyway. openraft bounds a vote RPC by `election_timeout_min` itself.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
     /// A name for the cluster (in logs and metrics only).
@@ -35,7 +57,9 @@ pub struct RaftConfig {
     pub heartbeat_interval: Duration,
     /// The lower bound of the randomized election timeout.
     pub election_timeout_min: Duration,
-    /// The upper bound (exclusive) of the randomized election timeout.
+    /// The upper bound (exclusive) of the randomized election timeout; also openraft's leader
+    /// lease (added to a follower's election timeout, and the time a voter refuses votes after
+    /// its last heartbeat).
     pub election_timeout_max: Duration,
     /// The timeout of sending and installing one snapshot chunk.
     pub install_snapshot_timeout: Duration,
@@ -68,9 +92,9 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             cluster_name: "tributary".to_owned(),
-            heartbeat_interval: Duration::from_millis(250),
-            election_timeout_min: Duration::from_millis(1500),
-            election_timeout_max: Duration::from_millis(3000),
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(700),
             install_snapshot_timeout: Duration::from_secs(10),
             snapshot_logs_since_last: 10_000,
             max_in_snapshot_log_to_keep: 1_000,
@@ -114,9 +138,9 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_reach_openraft() {
         let config = RaftConfig::default().to_openraft().unwrap();
-        assert_eq!(config.heartbeat_interval, 250);
-        assert_eq!(config.election_timeout_min, 1500);
-        assert_eq!(config.election_timeout_max, 3000);
+        assert_eq!(config.heartbeat_interval, 150);
+        assert_eq!(config.election_timeout_min, 500);
+        assert_eq!(config.election_timeout_max, 700);
         assert_eq!(
             config.snapshot_policy,
             openraft::SnapshotPolicy::LogsSinceLast(10_000)
