@@ -336,3 +336,93 @@ async fn isr_shrinks_and_expands_and_min_insync_and_unclean_election_hold() -> R
     assert!(r.base_offset >= 1);
     Ok(())
 }
+
+fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> bytes::Bytes {
+    let mut builder = tributary_record::BatchBuilder::new(0).producer(pid, epoch, seq);
+    for v in values {
+        builder.push(0, None, Some(v.as_bytes()), &[]);
+    }
+    builder.build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_batches_are_not_duplicated_across_a_leader_kill() -> Result<()> {
+    let mut cluster = cluster()?;
+    let brokers = broker_addrs(&mut cluster);
+    let any = brokers[&1].clone();
+    let created = create_topic(&any, "idem", 1, 3, &[("min.insync.replicas", "2")]).await?;
+    sync_brokers(brokers.values(), created.metadata_offset).await?;
+    let p = wait_partition(&any, "idem", "a full ISR", |p| {
+        p.leader_id >= 0 && p.isr.len() == 3
+    })
+    .await?;
+    let leader = p.leader_id;
+
+    let init = broker(&any)?
+        .init_producer_id(bpb::InitProducerIdRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(code(&init.error), ErrorCode::None);
+    let (pid, epoch) = (init.producer_id, init.producer_epoch as i16);
+    let first = idempotent_batch(pid, epoch, 0, &["a", "b"]);
+    let r = produce(
+        &mut broker(&brokers[&leader])?,
+        "idem",
+        0,
+        -1,
+        first.clone(),
+    )
+    .await?;
+    assert_eq!((code(&r.error), r.base_offset), (ErrorCode::None, 0));
+    let r = produce(
+        &mut broker(&brokers[&leader])?,
+        "idem",
+        0,
+        -1,
+        first.clone(),
+    )
+    .await?;
+    assert_eq!(
+        (code(&r.error), r.base_offset),
+        (ErrorCode::None, 0),
+        "a retry gets its offset"
+    );
+
+    cluster.broker(leader as u64).kill_9()?;
+    let p = wait_partition(&any_other(&brokers, leader), "idem", "a new leader", |p| {
+        p.leader_id >= 0 && p.leader_id != leader
+    })
+    .await?;
+    let new_leader = brokers[&p.leader_id].clone();
+    // The producer did not hear back and retries on the new leader: the followers kept the
+    // producer state, so the batch is not written twice.
+    let r = eventually("the new leader to answer the retry", WAIT, || async {
+        let r = produce(&mut broker(&new_leader).ok()?, "idem", 0, -1, first.clone())
+            .await
+            .ok()?;
+        (code(&r.error) == ErrorCode::None).then_some(r)
+    })
+    .await?;
+    assert_eq!(
+        r.base_offset, 0,
+        "the retried batch keeps its original offset"
+    );
+    let next = idempotent_batch(pid, epoch, 2, &["c"]);
+    let r = produce(&mut broker(&new_leader)?, "idem", 0, -1, next).await?;
+    assert_eq!((code(&r.error), r.base_offset), (ErrorCode::None, 2));
+    let gap = idempotent_batch(pid, epoch, 10, &["x"]);
+    let r = produce(&mut broker(&new_leader)?, "idem", 0, -1, gap).await?;
+    assert_eq!(code(&r.error), ErrorCode::OutOfOrderSequenceNumber, "{r:?}");
+    let stale = idempotent_batch(pid, epoch - 1, 3, &["x"]);
+    let r = produce(&mut broker(&new_leader)?, "idem", 0, -1, stale).await?;
+    assert_ne!(
+        code(&r.error),
+        ErrorCode::None,
+        "an older producer epoch is refused"
+    );
+
+    let data = fetch(&mut broker(&new_leader)?, fetch_request("idem", 0, 0, 0)).await?;
+    let read: Vec<String> = values(&data.records)?.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(read, ["a", "b", "c"]);
+    Ok(())
+}

@@ -362,6 +362,38 @@ impl Broker for BrokerService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    async fn init_producer_id(
+        &self,
+        request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let manager = &self.0;
+        ready(manager)?;
+        let req = request.into_inner();
+        if !req.transactional_id.is_empty() {
+            return Ok(Response::new(pb::InitProducerIdResponse {
+                error: Some(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "transactions are not supported yet: leave transactional_id empty",
+                )),
+                producer_id: -1,
+                producer_epoch: -1,
+            }));
+        }
+        let response = match manager.init_producer_id().await {
+            Ok((producer_id, epoch)) => pb::InitProducerIdResponse {
+                error: ok(),
+                producer_id,
+                producer_epoch: i32::from(epoch),
+            },
+            Err(err) => pb::InitProducerIdResponse {
+                error: wire_error(&err),
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
     async fn list_offsets(
         &self,
         request: Request<pb::ListOffsetsRequest>,

@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod metadata;
 pub mod partition;
+pub mod producers;
 pub mod replication;
 
 use std::sync::Arc;

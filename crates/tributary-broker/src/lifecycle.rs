@@ -83,6 +83,7 @@ impl Lifecycle {
         };
         let mut backoff = Duration::from_millis(100);
         loop {
+            let sent = self.manager.heartbeat_sent();
             let (i, channel) = self.manager.coordinators().pick();
             let mut call = tonic::Request::new(request.clone());
             call.set_timeout(Duration::from_secs(10));
@@ -99,7 +100,7 @@ impl Lifecycle {
                     if code == ErrorCode::None {
                         self.epoch.store(response.broker_epoch, Ordering::Release);
                         self.manager.set_broker_epoch(response.broker_epoch);
-                        self.manager.heartbeat_acknowledged();
+                        self.manager.heartbeat_acknowledged(sent);
                         self.registered.send_replace(Some(response.metadata_offset));
                         tracing::info!(epoch = response.broker_epoch, metadata_offset = response.metadata_offset, incarnation = %self.incarnation, "registered with the coordinators");
                         return;
@@ -128,6 +129,7 @@ impl Lifecycle {
             metadata_offset,
             want_shutdown: self.want_shutdown.load(Ordering::Acquire),
         };
+        let sent = self.manager.heartbeat_sent();
         let (i, channel) = self.manager.coordinators().pick();
         let mut call = tonic::Request::new(request);
         call.set_timeout(timeout.max(Duration::from_millis(500)));
@@ -143,7 +145,7 @@ impl Lifecycle {
                     .map_or(ErrorCode::None, |e| e.error_code())
                 {
                     ErrorCode::None => {
-                        self.manager.heartbeat_acknowledged();
+                        self.manager.heartbeat_acknowledged(sent);
                         if response.shutdown_ready {
                             self.shutdown_ready.send_replace(true);
                         }

@@ -58,6 +58,8 @@ pub struct ReplicaManager {
     last_heartbeat_ms: AtomicU64,
     /// This process's registration epoch (0 before registering).
     broker_epoch: AtomicU64,
+    /// The block of producer ids this broker hands out: next, end (exclusive).
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
     started: Instant,
 }
 
@@ -89,6 +91,7 @@ impl ReplicaManager {
             ready: AtomicBool::new(false),
             last_heartbeat_ms: AtomicU64::new(0),
             broker_epoch: AtomicU64::new(0),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
             started: Instant::now(),
         })
     }
@@ -136,10 +139,20 @@ impl ReplicaManager {
         self.broker_epoch.store(epoch, Ordering::Release);
     }
 
-    /// Notes an acknowledged heartbeat.
-    pub fn heartbeat_acknowledged(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_heartbeat_ms.store(ms.max(1), Ordering::Release);
+    /// A point in time to pass to [`ReplicaManager::heartbeat_acknowledged`]: taken when a
+    /// heartbeat is sent.
+    pub fn heartbeat_sent(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Notes that the heartbeat sent at `sent` was acknowledged. Counting from the send, not
+    /// the answer, keeps the broker's own deadline no later than the controller's (which counts
+    /// from when it received the heartbeat): the broker stops leading no later than the
+    /// controller may fence it.
+    pub fn heartbeat_acknowledged(&self, sent: Duration) {
+        let ms = sent.as_millis() as u64;
+        self.last_heartbeat_ms
+            .fetch_max(ms.max(1), Ordering::AcqRel);
     }
 
     /// How long since the last acknowledged heartbeat (`None`: never).
@@ -800,7 +813,7 @@ impl ReplicaManager {
         }
         let mut first_error = None;
         for partition in self.partitions() {
-            if let Err(err) = partition.log().close() {
+            if let Err(err) = partition.close() {
                 tracing::error!(partition = %partition.tp, error = %err, "closing a log failed");
                 first_error.get_or_insert(err);
             }
@@ -837,6 +850,51 @@ pub struct ReplicaFetchPartition {
 }
 
 impl ReplicaManager {
+    /// Kafka's InitProducerId (idempotent producers): a new producer id at epoch 0, from the
+    /// block the controller allocated to this broker (a new block when it runs out).
+    pub async fn init_producer_id(&self) -> Result<(i64, i16), PartitionError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            let request = tributary_proto::coordinator::v1::AllocateProducerIdsRequest {
+                broker_id: self.me,
+                broker_epoch: self.broker_epoch(),
+            };
+            let response = self
+                .coordinators
+                .call(|channel| async move {
+                    {
+                        tributary_proto::coordinator::v1::broker_lifecycle_client::BrokerLifecycleClient::new(channel)
+                            .allocate_producer_ids(request)
+                            .await
+                    }
+                })
+                .await
+                .map_err(|status| {
+                    PartitionError::new(
+                        ErrorCode::CoordinatorNotAvailable,
+                        format!("cannot allocate producer ids: {}", status.message()),
+                    )
+                })?
+                .into_inner();
+            if let Some(err) = response.error.filter(|e| e.error_code() != ErrorCode::None) {
+                return Err(PartitionError::new(err.error_code(), err.message));
+            }
+            if response.count <= 0 {
+                return Err(PartitionError::new(
+                    ErrorCode::UnknownServerError,
+                    "the controller allocated no producer ids",
+                ));
+            }
+            *ids = (
+                response.first_producer_id,
+                response.first_producer_id + response.count,
+            );
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok((id, 0))
+    }
+
     /// Every partition this broker follows (a replica here, led by another broker).
     pub fn followed(&self) -> Vec<Followed> {
         self.partitions()

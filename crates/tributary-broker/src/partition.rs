@@ -18,6 +18,7 @@ use tributary_storage::{AppendInfo, EpochEndOffset, Log, LogConfig, StorageError
 use uuid::Uuid;
 
 use crate::api::{FetchedPartition, FoundOffset, Isolation, PartitionError, TopicPartition};
+use crate::producers::{ProducerState, Verdict};
 
 /// The replication role of a partition on this broker, from the metadata image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub struct Partition {
     pending_isr: Mutex<Option<IsrProposal>>,
     /// While leading: the log end offset when this leader epoch began.
     epoch_start_offset: AtomicI64,
+    /// Idempotent producers' recent batches (leader and followers alike).
+    producers: Mutex<ProducerState>,
     /// Bumped whenever a high watermark advances or a leader appends, to wake long-polling
     /// fetches (consumers and followers) and acks=all producers.
     data_version: Arc<watch::Sender<u64>>,
@@ -107,7 +110,9 @@ impl Partition {
         data_version: Arc<watch::Sender<u64>>,
     ) -> Self {
         let start = log.log_start_offset();
+        let producers = Mutex::new(ProducerState::load(log.dir(), &log));
         Self {
+            producers,
             tp,
             topic_id,
             me,
@@ -321,10 +326,30 @@ impl Partition {
                 ),
             ));
         }
+        let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Verdict::Duplicate(range) = producers.check(records)? {
+            // A retry of a batch already in the log: its original offsets, nothing appended.
+            return Ok((
+                AppendInfo {
+                    first_offset: range.first_offset,
+                    last_offset: range.last_offset,
+                    max_timestamp: -1,
+                    log_append_time_ms: -1,
+                    record_count: 0,
+                    batch_count: 0,
+                    bytes: 0,
+                    batches: bytes::Bytes::new(),
+                },
+                role.leader_epoch,
+            ));
+        }
         let info = self
             .log
             .append_as_leader(records, role.leader_epoch)
             .map_err(|e| storage_error(&self.tp, e))?;
+        producers.observe(&info.batches);
+        producers.maybe_snapshot(&self.log, false);
+        drop(producers);
         self.advance_high_watermark(&role);
         // Followers long-polling for new data wake up.
         self.bump();
@@ -603,9 +628,13 @@ impl Partition {
             ));
         }
         if !records.is_empty() {
-            self.log
+            let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+            let info = self
+                .log
                 .append_as_follower(records)
                 .map_err(|e| storage_error(&self.tp, e))?;
+            producers.observe(&info.batches);
+            producers.maybe_snapshot(&self.log, false);
         }
         let hw = leader_high_watermark.min(self.log.log_end_offset());
         if hw > self.high_watermark() {
@@ -627,6 +656,10 @@ impl Partition {
         };
         if leo < before {
             tracing::warn!(partition = %self.tp, from = before, to = leo, "truncated records the leader does not have");
+            self.producers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reload(&self.log);
         }
         if self.high_watermark() > leo {
             self.high_watermark.store(leo, Ordering::Release);
@@ -640,8 +673,22 @@ impl Partition {
         self.log
             .truncate_fully_and_start_at(offset)
             .map_err(|e| storage_error(&self.tp, e))?;
+        self.producers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reload(&self.log);
         self.high_watermark.store(offset, Ordering::Release);
         Ok(())
+    }
+
+    /// Snapshots the producer state and closes the log (clean shutdown).
+    pub fn close(&self) -> Result<(), StorageError> {
+        let _role = self.role.write().unwrap_or_else(|p| p.into_inner());
+        self.producers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .maybe_snapshot(&self.log, true);
+        self.log.close()
     }
 }
 
