@@ -25,6 +25,10 @@ use crate::dirs::{self, DataDir, OnDisk};
 use crate::metadata::MetadataCache;
 use crate::partition::Partition;
 
+/// An append's answer, the partition, its last offset, the leader epoch it was written at, and
+/// the `min.insync.replicas` an acks=all wait must still see.
+type AppendOutcome = (Produced, Arc<Partition>, i64, i32, Option<usize>);
+
 /// How long a request waits for the partitions to catch up with the metadata already applied.
 const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -171,13 +175,38 @@ impl ReplicaManager {
     /// session timeout (otherwise the controller has fenced it, or is about to).
     pub(crate) fn self_fence(&self) -> Result<(), PartitionError> {
         match self.since_heartbeat() {
-            Some(since) if since <= self.config.session_timeout() => Ok(()),
-            since => Err(PartitionError::new(
+            Some(since) if since <= self.config.session_timeout() => {}
+            since => {
+                return Err(PartitionError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "broker {} has had no heartbeat acknowledged by the coordinators for {}; it has stopped leading until it reaches them again (refresh metadata and retry)",
+                        self.me,
+                        since.map_or("ever".to_owned(), |d| format!("{} ms", d.as_millis()))
+                    ),
+                ));
+            }
+        }
+        // A broker the metadata shows fenced, or registered by another incarnation, must not
+        // lead: its leaderships are (being) moved, and after a crash its log may be short.
+        let epoch = self.broker_epoch();
+        let standing = self
+            .metadata
+            .read(|image| image.brokers.get(&self.me).map(|b| (b.epoch, b.state)));
+        match standing {
+            Some((e, state)) if e == epoch && state != BrokerState::Fenced => Ok(()),
+            Some((e, _)) if e != epoch => Err(PartitionError::new(
                 ErrorCode::NotLeaderOrFollower,
                 format!(
-                    "broker {} has had no heartbeat acknowledged by the coordinators for {}; it has stopped leading until it reaches them again (refresh metadata and retry)",
-                    self.me,
-                    since.map_or("ever".to_owned(), |d| format!("{} ms", d.as_millis()))
+                    "broker {} is registered at epoch {e}, not this process's {epoch}; it does not lead",
+                    self.me
+                ),
+            )),
+            _ => Err(PartitionError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "broker {} is fenced (catching up after a restart, or it missed heartbeats); its leaderships are moving (refresh metadata and retry)",
+                    self.me
                 ),
             )),
         }
@@ -550,9 +579,9 @@ impl ReplicaManager {
         for (tp, records) in request.partitions {
             let outcome = self.append_one(&tp, &records, request.acks);
             match outcome {
-                Ok((produced, partition, last_offset, epoch)) => {
+                Ok((produced, partition, last_offset, epoch, min_insync)) => {
                     if request.acks == Acks::All {
-                        waiting.push((results.len(), partition, last_offset, epoch));
+                        waiting.push((results.len(), partition, last_offset, epoch, min_insync));
                     }
                     results.push((tp, Ok(produced)));
                 }
@@ -567,8 +596,8 @@ impl ReplicaManager {
             let mut rx = self.data_version.subscribe();
             loop {
                 rx.borrow_and_update();
-                waiting.retain(|(i, partition, last_offset, epoch)| {
-                    match partition.committed(*last_offset, *epoch) {
+                waiting.retain(|(i, partition, last_offset, epoch, min_insync)| {
+                    match partition.committed(*last_offset, *epoch, *min_insync) {
                         Ok(true) => false,
                         Ok(false) => true,
                         Err(err) => {
@@ -587,7 +616,7 @@ impl ReplicaManager {
                     () = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            for (i, partition, last_offset, _) in waiting {
+            for (i, partition, last_offset, _, _) in waiting {
                 results[i].1 = Err(PartitionError::new(
                     ErrorCode::RequestTimedOut,
                     format!(
@@ -615,7 +644,7 @@ impl ReplicaManager {
         tp: &TopicPartition,
         records: &Bytes,
         acks: Acks,
-    ) -> Result<(Produced, Arc<Partition>, i64, i32), PartitionError> {
+    ) -> Result<AppendOutcome, PartitionError> {
         let partition = self.locate(tp)?;
         self.self_fence()?;
         let min_insync = if acks == Acks::All {
@@ -631,7 +660,9 @@ impl ReplicaManager {
         } else {
             None
         };
-        let (info, epoch) = partition.append(records, min_insync)?;
+        // The append writes to the page cache (and fsyncs per flush.messages): keep it off the
+        // runtime's other tasks (heartbeats among them).
+        let (info, epoch) = tokio::task::block_in_place(|| partition.append(records, min_insync))?;
         Ok((
             Produced {
                 base_offset: info.first_offset,
@@ -641,6 +672,7 @@ impl ReplicaManager {
             partition.clone(),
             info.last_offset,
             epoch,
+            min_insync,
         ))
     }
 
@@ -930,6 +962,12 @@ impl ReplicaManager {
                 .map_err(|e| PartitionError::new(e.code(), e.message))
         });
         registered?;
+        let eligible = self.metadata.read(|image| {
+            image
+                .brokers
+                .get(&replica)
+                .is_some_and(|b| b.epoch == broker_epoch && b.state == BrokerState::Running)
+        });
         self.settle().await;
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut rx = self.data_version.subscribe();
@@ -937,20 +975,27 @@ impl ReplicaManager {
             rx.borrow_and_update();
             let now = Instant::now();
             let mut remaining = max_bytes;
+            let mut first_data = true;
             let mut results = Vec::with_capacity(partitions.len());
             for p in partitions {
                 let outcome = self.locate(&p.tp).and_then(|partition| {
                     self.self_fence()?;
+                    // KIP-74: only the first partition with data may exceed the byte budget.
                     partition.replica_fetch(
                         replica,
                         p.offset,
                         p.leader_epoch,
-                        p.max_bytes.min(remaining.max(1)),
+                        p.max_bytes.min(remaining),
+                        first_data,
+                        eligible,
                         now,
                     )
                 });
                 results.push(match outcome {
                     Ok((fetched, proposal)) => {
+                        if !fetched.records.is_empty() {
+                            first_data = false;
+                        }
                         remaining = remaining.saturating_sub(fetched.records.len());
                         if let Some(proposal) = proposal {
                             self.propose(proposal);
@@ -1016,6 +1061,11 @@ impl ReplicaManager {
     }
 
     /// Sends an ISR change to the controller (in the background) and applies the answer.
+    ///
+    /// The proposal stays pending (its new members count for the high watermark) until the
+    /// metadata shows a newer partition epoch or the controller refuses it before writing
+    /// anything; an answer that may have been lost (transport error, a controller failover) is
+    /// sent again, never taken for a refusal.
     fn propose(self: &Arc<Self>, proposal: crate::partition::IsrProposal) {
         let manager = self.clone();
         tokio::spawn(async move {
@@ -1028,45 +1078,59 @@ impl ReplicaManager {
                 partition_epoch: proposal.partition_epoch,
                 new_isr: proposal.new_isr.clone(),
             };
-            let answer = manager
-                .coordinators
-                .call(|channel| {
-                    let request = request.clone();
-                    async move {
-                        tributary_proto::coordinator::v1::broker_lifecycle_client::BrokerLifecycleClient::new(channel)
-                            .alter_partition(request)
-                            .await
+            loop {
+                let current = manager
+                    .partition(&proposal.tp)
+                    .filter(|p| p.topic_id == proposal.topic_id && p.is_pending(&proposal));
+                let Some(partition) = current else {
+                    return; // answered by the metadata meanwhile, or the topic is gone
+                };
+                let answer = manager
+                    .coordinators
+                    .call(|channel| {
+                        let request = request.clone();
+                        async move {
+                            tributary_proto::coordinator::v1::broker_lifecycle_client::BrokerLifecycleClient::new(channel)
+                                .alter_partition(request)
+                                .await
+                        }
+                    })
+                    .await;
+                let response = match answer {
+                    Ok(response) => response.into_inner(),
+                    Err(status) => {
+                        tracing::warn!(partition = %proposal.tp, error = %status.message(), "ISR change not confirmed; sending it again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
                     }
-                })
-                .await;
-            let Some(partition) = manager.partition(&proposal.tp) else {
+                };
+                let code = response
+                    .error
+                    .as_ref()
+                    .map_or(ErrorCode::None, |e| e.error_code());
+                match (code, response.partition.as_ref()) {
+                    (ErrorCode::None, Some(state)) => {
+                        tracing::info!(partition = %proposal.tp, isr = ?state.isr, "ISR changed");
+                        if let Err(err) = partition.apply_state(&PartitionState::from(state)) {
+                            tracing::error!(partition = %proposal.tp, error = %err, "could not apply the new ISR");
+                        }
+                    }
+                    // The partition changed under the proposal (or it was applied and the
+                    // answer lost): the metadata brings the newer state, which clears it.
+                    (
+                        ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::FencedLeaderEpoch
+                        | ErrorCode::InvalidUpdateVersion,
+                        _,
+                    ) => {
+                        tracing::info!(partition = %proposal.tp, error = ?response.error, "ISR change overtaken; waiting for the metadata");
+                    }
+                    _ => {
+                        tracing::info!(partition = %proposal.tp, proposed = ?proposal.new_isr, error = ?response.error, "ISR change refused");
+                        partition.proposal_failed(&proposal);
+                    }
+                }
                 return;
-            };
-            match answer {
-                Ok(response) => {
-                    let response = response.into_inner();
-                    let code = response
-                        .error
-                        .as_ref()
-                        .map_or(ErrorCode::None, |e| e.error_code());
-                    match (code, response.partition.as_ref()) {
-                        (ErrorCode::None, Some(state)) => {
-                            tracing::info!(partition = %proposal.tp, isr = ?state.isr, "ISR changed");
-                            let state = PartitionState::from(state);
-                            if let Err(err) = partition.apply_state(&state) {
-                                tracing::error!(partition = %proposal.tp, error = %err, "could not apply the new ISR");
-                            }
-                        }
-                        _ => {
-                            tracing::info!(partition = %proposal.tp, proposed = ?proposal.new_isr, error = ?response.error, "ISR change refused");
-                            partition.proposal_failed(&proposal);
-                        }
-                    }
-                }
-                Err(status) => {
-                    tracing::warn!(partition = %proposal.tp, error = %status.message(), "ISR change not delivered");
-                    partition.proposal_failed(&proposal);
-                }
             }
         });
     }

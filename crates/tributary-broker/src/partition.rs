@@ -261,8 +261,9 @@ impl Partition {
             .unwrap_or(current);
         drop(pending);
         drop(followers);
-        if candidate > current {
-            self.high_watermark.store(candidate, Ordering::Release);
+        if candidate > current
+            && self.high_watermark.fetch_max(candidate, Ordering::AcqRel) < candidate
+        {
             self.bump();
         }
     }
@@ -358,7 +359,15 @@ impl Partition {
 
     /// Whether `offset` is below the high watermark while this broker still leads at `epoch`
     /// (`Err` once it does not: an acks=all producer must not be told its write committed).
-    pub fn committed(&self, offset: i64, epoch: i32) -> Result<bool, PartitionError> {
+    ///
+    /// With `min_insync`, a write whose high watermark passed only after the ISR shrank below
+    /// it is NOT_ENOUGH_REPLICAS_AFTER_APPEND (it may exist on too few replicas).
+    pub fn committed(
+        &self,
+        offset: i64,
+        epoch: i32,
+        min_insync: Option<usize>,
+    ) -> Result<bool, PartitionError> {
         let role = self.role.read().unwrap_or_else(|p| p.into_inner());
         self.check_leader(&role)?;
         if role.leader_epoch != epoch {
@@ -370,7 +379,20 @@ impl Partition {
                 ),
             ));
         }
-        Ok(offset < self.high_watermark())
+        let committed = offset < self.high_watermark();
+        if committed
+            && let Some(min) = min_insync
+            && role.isr.len() < min
+        {
+            return Err(PartitionError::new(
+                ErrorCode::NotEnoughReplicasAfterAppend,
+                format!(
+                    "{}: written, but the ISR {:?} shrank below min.insync.replicas = {min} before it was replicated",
+                    self.tp, role.isr
+                ),
+            ));
+        }
+        Ok(committed)
     }
 
     /// Reads committed batches from `offset` for a consumer.
@@ -443,12 +465,17 @@ impl Partition {
     /// A follower's fetch, on the leader: reads from `offset` up to the log end, notes the
     /// follower's log end offset and whether it is caught up, moves the high watermark, and
     /// returns an ISR expansion to propose when the follower has caught up.
+    // Each argument is one of Kafka's fetch fields or a fact the caller checked; a struct
+    // would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn replica_fetch(
         &self,
         replica: BrokerId,
         offset: i64,
         leader_epoch: i32,
         max_bytes: usize,
+        min_one_batch: bool,
+        eligible: bool,
         now: Instant,
     ) -> Result<(FetchedPartition, Option<IsrProposal>), PartitionError> {
         let role = self.role.read().unwrap_or_else(|p| p.into_inner());
@@ -465,7 +492,7 @@ impl Partition {
         }
         let read = self
             .log
-            .read(offset, max_bytes, None, true)
+            .read(offset, max_bytes, None, min_one_batch)
             .map_err(|e| storage_error(&self.tp, e))?;
         let leader_leo = read.log_end_offset;
         {
@@ -487,7 +514,10 @@ impl Partition {
         }
         self.advance_high_watermark(&role);
         let high_watermark = self.high_watermark();
-        let proposal = self.expansion(&role, replica, offset, high_watermark);
+        // Only a replica the controller would accept (registered, unfenced) is proposed.
+        let proposal = eligible
+            .then(|| self.expansion(&role, replica, offset, high_watermark))
+            .flatten();
         Ok((
             FetchedPartition {
                 tp: self.tp.clone(),
@@ -579,8 +609,17 @@ impl Partition {
         Some(proposal)
     }
 
-    /// The controller refused (or never answered) `proposal`: forget it, so a later one can be
-    /// made on fresh state.
+    /// Whether `proposal` is still the one pending.
+    pub fn is_pending(&self, proposal: &IsrProposal) -> bool {
+        self.pending_isr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            == Some(proposal)
+    }
+
+    /// The controller refused `proposal` definitively (it was never written): forget it, so a
+    /// later one can be made on fresh state.
     pub fn proposal_failed(&self, proposal: &IsrProposal) {
         let mut pending = self.pending_isr.lock().unwrap_or_else(|p| p.into_inner());
         if pending.as_ref() == Some(proposal) {
@@ -598,13 +637,6 @@ impl Partition {
         self.check_leader(&role)?;
         self.check_epoch(&role, Some(current_leader_epoch))?;
         Ok(self.log.end_offset_for_epoch(epoch))
-    }
-
-    /// Whether this broker follows the leader at `epoch` (appends from a fetch at an older
-    /// epoch must be dropped).
-    pub fn follows(&self, leader: BrokerId, epoch: i32) -> bool {
-        let role = self.role.read().unwrap_or_else(|p| p.into_inner());
-        role.leader == Some(leader) && role.leader_epoch == epoch && leader != self.me
     }
 
     /// A follower appends the leader's batches unchanged and learns the leader's high
@@ -643,9 +675,34 @@ impl Partition {
         Ok(())
     }
 
-    /// A follower truncates to `offset` (what the leader has of its latest epoch).
-    pub fn truncate_to(&self, offset: i64) -> Result<i64, PartitionError> {
-        let _role = self.role.write().unwrap_or_else(|p| p.into_inner());
+    fn check_follows(
+        &self,
+        role: &Role,
+        leader: BrokerId,
+        epoch: i32,
+    ) -> Result<(), PartitionError> {
+        if role.leader != Some(leader) || role.leader_epoch != epoch || leader == self.me {
+            return Err(PartitionError::new(
+                ErrorCode::FencedLeaderEpoch,
+                format!(
+                    "{}: no longer following broker {leader} at epoch {epoch}",
+                    self.tp
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A follower of `leader` at `epoch` truncates to `offset` (what the leader has of its
+    /// latest epoch); refused if the role moved on meanwhile.
+    pub fn truncate_to(
+        &self,
+        leader: BrokerId,
+        epoch: i32,
+        offset: i64,
+    ) -> Result<i64, PartitionError> {
+        let role = self.role.write().unwrap_or_else(|p| p.into_inner());
+        self.check_follows(&role, leader, epoch)?;
         let before = self.log.log_end_offset();
         let leo = if offset < before {
             self.log
@@ -668,15 +725,20 @@ impl Partition {
     }
 
     /// A follower far behind a leader whose log starts at `offset` restarts its log there.
-    pub fn restart_at(&self, offset: i64) -> Result<(), PartitionError> {
-        let _role = self.role.write().unwrap_or_else(|p| p.into_inner());
+    pub fn restart_at(
+        &self,
+        leader: BrokerId,
+        epoch: i32,
+        offset: i64,
+    ) -> Result<(), PartitionError> {
+        let role = self.role.write().unwrap_or_else(|p| p.into_inner());
+        self.check_follows(&role, leader, epoch)?;
         self.log
             .truncate_fully_and_start_at(offset)
             .map_err(|e| storage_error(&self.tp, e))?;
-        self.producers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reload(&self.log);
+        let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        producers.remove_snapshots();
+        producers.reload(&self.log);
         self.high_watermark.store(offset, Ordering::Release);
         Ok(())
     }
@@ -766,19 +828,19 @@ mod tests {
         p.append(&batch(&["a", "b", "c"]), None).unwrap();
         assert_eq!(p.high_watermark(), 0, "follower 2 has not fetched yet");
         let now = Instant::now();
-        let (_, proposal) = p.replica_fetch(2, 0, 0, 1 << 20, now).unwrap();
+        let (_, proposal) = p.replica_fetch(2, 0, 0, 1 << 20, true, true, now).unwrap();
         assert_eq!(proposal, None, "already in the ISR");
         assert_eq!(p.high_watermark(), 0);
-        p.replica_fetch(2, 2, 0, 1 << 20, now).unwrap();
+        p.replica_fetch(2, 2, 0, 1 << 20, true, true, now).unwrap();
         assert_eq!(p.high_watermark(), 2);
-        p.replica_fetch(2, 3, 0, 1 << 20, now).unwrap();
+        p.replica_fetch(2, 3, 0, 1 << 20, true, true, now).unwrap();
         assert_eq!(p.high_watermark(), 3);
         // A replica outside the ISR does not hold the high watermark back.
         p.append(&batch(&["d"]), None).unwrap();
-        p.replica_fetch(2, 4, 0, 1 << 20, now).unwrap();
+        p.replica_fetch(2, 4, 0, 1 << 20, true, true, now).unwrap();
         assert_eq!(p.high_watermark(), 4);
-        assert!(p.committed(3, 0).unwrap());
-        assert!(!p.committed(4, 0).unwrap());
+        assert!(p.committed(3, 0, None).unwrap());
+        assert!(!p.committed(4, 0, None).unwrap());
     }
 
     #[test]
@@ -789,9 +851,9 @@ mod tests {
         p.append(&batch(&["a", "b"]), None).unwrap();
         assert_eq!(p.high_watermark(), 2, "the leader alone is the ISR");
         let now = Instant::now();
-        let (_, proposal) = p.replica_fetch(3, 1, 0, 1 << 20, now).unwrap();
+        let (_, proposal) = p.replica_fetch(3, 1, 0, 1 << 20, true, true, now).unwrap();
         assert_eq!(proposal, None, "not caught up: below the high watermark");
-        let (_, proposal) = p.replica_fetch(3, 2, 0, 1 << 20, now).unwrap();
+        let (_, proposal) = p.replica_fetch(3, 2, 0, 1 << 20, true, true, now).unwrap();
         let proposal = proposal.expect("caught up: expand");
         assert_eq!(proposal.new_isr, [1, 3]);
         assert_eq!(proposal.partition_epoch, 0);
@@ -801,11 +863,11 @@ mod tests {
             2,
             "replica 3 lacks offset 2, and may be in the ISR"
         );
-        let (_, again) = p.replica_fetch(3, 2, 0, 1 << 20, now).unwrap();
+        let (_, again) = p.replica_fetch(3, 2, 0, 1 << 20, true, true, now).unwrap();
         assert_eq!(again, None, "one change at a time");
         // The controller commits it.
         p.apply_state(&state(1, 0, &[1, 3], 1)).unwrap();
-        p.replica_fetch(3, 3, 0, 1 << 20, now).unwrap();
+        p.replica_fetch(3, 3, 0, 1 << 20, true, true, now).unwrap();
         assert_eq!(p.high_watermark(), 3);
     }
 
@@ -816,8 +878,10 @@ mod tests {
         p.apply_state(&state(1, 0, &[1, 2, 3], 0)).unwrap();
         let start = Instant::now();
         p.append(&batch(&["a"]), None).unwrap();
-        p.replica_fetch(2, 1, 0, 1 << 20, start).unwrap();
-        p.replica_fetch(3, 0, 0, 1 << 20, start).unwrap();
+        p.replica_fetch(2, 1, 0, 1 << 20, true, true, start)
+            .unwrap();
+        p.replica_fetch(3, 0, 0, 1 << 20, true, true, start)
+            .unwrap();
         assert_eq!(p.high_watermark(), 0);
         let lag = Duration::from_secs(30);
         assert_eq!(
@@ -825,8 +889,16 @@ mod tests {
             None
         );
         // Replica 2 keeps up; replica 3 never fetches again.
-        p.replica_fetch(2, 1, 0, 1 << 20, start + Duration::from_secs(29))
-            .unwrap();
+        p.replica_fetch(
+            2,
+            1,
+            0,
+            1 << 20,
+            true,
+            true,
+            start + Duration::from_secs(29),
+        )
+        .unwrap();
         let shrink = p
             .shrink_proposal(start + Duration::from_secs(31), lag)
             .expect("replica 3 lags");
@@ -842,18 +914,22 @@ mod tests {
         let p = partition(1, tmp.path());
         p.apply_state(&state(1, 0, &[1], 0)).unwrap();
         let now = Instant::now();
-        let (_, proposal) = p.replica_fetch(2, 0, 0, 1 << 20, now).unwrap();
+        let (_, proposal) = p.replica_fetch(2, 0, 0, 1 << 20, true, true, now).unwrap();
         let proposal = proposal.unwrap();
         p.proposal_failed(&proposal);
-        let (_, again) = p.replica_fetch(2, 0, 0, 1 << 20, now).unwrap();
+        let (_, again) = p.replica_fetch(2, 0, 0, 1 << 20, true, true, now).unwrap();
         assert_eq!(again, Some(proposal));
         // A stale fetch epoch is refused; then leadership moves to broker 2.
-        let err = p.replica_fetch(2, 0, 7, 1 << 20, now).unwrap_err();
+        let err = p
+            .replica_fetch(2, 0, 7, 1 << 20, true, true, now)
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownLeaderEpoch);
         p.apply_state(&state(2, 1, &[1, 2], 1)).unwrap();
         let err = p.append(&batch(&["x"]), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::NotLeaderOrFollower);
-        let err = p.replica_fetch(3, 0, 1, 1 << 20, now).unwrap_err();
+        let err = p
+            .replica_fetch(3, 0, 1, 1 << 20, true, true, now)
+            .unwrap_err();
         assert_eq!(
             err.code,
             ErrorCode::NotLeaderOrFollower,

@@ -86,7 +86,7 @@ impl ProducerState {
         let mut snapshots = state.snapshots();
         snapshots.sort_unstable();
         for &offset in snapshots.iter().rev() {
-            if offset > leo {
+            if offset > leo || offset < log.log_start_offset() {
                 let _ = std::fs::remove_file(state.snapshot_path(offset));
                 continue;
             }
@@ -119,6 +119,13 @@ impl ProducerState {
             }
             self.observe(&read.records);
             from = read.next_offset;
+        }
+    }
+
+    /// Removes every snapshot (the log restarted elsewhere: they describe another history).
+    pub fn remove_snapshots(&mut self) {
+        for offset in self.snapshots() {
+            let _ = std::fs::remove_file(self.snapshot_path(offset));
         }
     }
 
@@ -278,7 +285,7 @@ impl ProducerState {
             let [id, epoch, n, rest @ ..] = nums.as_slice() else {
                 return Err(format!("bad line `{line}`"));
             };
-            if rest.len() != (*n as usize) * 4 {
+            if *n < 0 || rest.len() as i64 != n.saturating_mul(4) {
                 return Err(format!("bad line `{line}`"));
             }
             let batches = rest

@@ -356,8 +356,17 @@ async fn run(
                                 });
                                 continue;
                             }
-                            match truncate(partition, end.leader_epoch, end.end_offset) {
-                                Ok(()) => mark(&fetcher, &tp, *epoch, |f| f.truncated = true),
+                            match truncate(
+                                partition,
+                                fetcher.leader,
+                                *epoch,
+                                end.leader_epoch,
+                                end.end_offset,
+                            ) {
+                                Ok(true) => mark(&fetcher, &tp, *epoch, |f| f.truncated = true),
+                                // Cut to our end of an older epoch: ask again from there.
+                                Ok(false) => {}
+                                Err(err) if err.code == ErrorCode::FencedLeaderEpoch => {}
                                 Err(err) => {
                                     tracing::error!(partition = %tp, error = %err.message, "truncation failed");
                                     mark(&fetcher, &tp, *epoch, |f| {
@@ -481,8 +490,13 @@ async fn run(
                     let leo = partition.log().log_end_offset();
                     if leo < data.log_start_offset {
                         tracing::info!(partition = %tp, leo, leader_log_start = data.log_start_offset, "behind the leader's log start; restarting the log there");
-                        if let Err(err) = partition.restart_at(data.log_start_offset) {
+                        if let Err(err) =
+                            partition.restart_at(fetcher.leader, *epoch, data.log_start_offset)
+                        {
                             tracing::error!(partition = %tp, error = %err.message, "restarting the log failed");
+                            mark(&fetcher, &tp, *epoch, |f| {
+                                f.retry_at = Some(Instant::now() + MAX_BACKOFF)
+                            });
                         }
                     } else {
                         mark(&fetcher, &tp, *epoch, |f| f.truncated = false);
@@ -513,32 +527,37 @@ fn mark(fetcher: &Fetcher, tp: &TopicPartition, epoch: i32, change: impl FnOnce(
 }
 
 /// KIP-101/279: the leader's log holds epoch `leader_epoch` up to `leader_end`; cut this log
-/// where it stops agreeing.
+/// where it stops agreeing. Returns whether the log now agrees with the leader's; `false`
+/// when it was cut to the end of an older epoch of ours (the leader never had our epoch), so
+/// the leader must be asked again about our new latest epoch (Kafka's loop).
 fn truncate(
     partition: &Partition,
+    leader: BrokerId,
+    following_epoch: i32,
     leader_epoch: i32,
     leader_end: i64,
-) -> Result<(), crate::api::PartitionError> {
+) -> Result<bool, crate::api::PartitionError> {
     let log = partition.log();
     let leo = log.log_end_offset();
-    let target = if leader_epoch < 0 || leader_end < 0 {
+    let (target, done) = if leader_epoch < 0 || leader_end < 0 {
         // The leader has no epoch at or below ours: keep only what is committed.
-        partition.high_watermark().min(leo)
+        (partition.high_watermark().min(leo), true)
     } else {
         // Our largest epoch at or below the leader's, and where it ends here: past that point
         // our records carry epochs the leader never had.
         let ours = log.end_offset_for_epoch(leader_epoch);
-        let our_end = if ours.end_offset >= 0 {
-            ours.end_offset
+        if ours.leader_epoch == leader_epoch {
+            (leader_end.min(ours.end_offset).min(leo), true)
+        } else if ours.end_offset >= 0 {
+            (ours.end_offset.min(leo), false)
         } else {
-            log.log_start_offset()
-        };
-        leader_end.min(our_end).min(leo)
+            (log.log_start_offset(), true)
+        }
     };
     if target < leo {
-        partition.truncate_to(target)?;
+        partition.truncate_to(leader, following_epoch, target)?;
     }
-    Ok(())
+    Ok(done || target >= leo)
 }
 
 #[cfg(test)]
@@ -588,7 +607,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = diverged(tmp.path());
         // The leader had epoch 1 up to offset 4 only.
-        truncate(&p, 1, 4).unwrap();
+        assert!(truncate(&p, 2, 2, 1, 4).unwrap());
         assert_eq!(
             p.log().log_end_offset(),
             3,
@@ -602,16 +621,51 @@ mod tests {
         let p = diverged(tmp.path());
         // The leader's largest epoch at or below 1 is 0, ending at offset 5 on the leader
         // (it wrote offsets 3 and 4 in epoch 0 as well): we keep only our epoch-0 records.
-        truncate(&p, 0, 5).unwrap();
+        assert!(truncate(&p, 2, 2, 0, 5).unwrap());
         assert_eq!(p.log().log_end_offset(), 3);
         assert_eq!(p.log().latest_epoch(), Some(0));
+    }
+
+    #[test]
+    fn kip_279_needs_several_rounds_when_epochs_interleave() {
+        // We hold epoch 0 (offsets 0..5) and epoch 3 (5..7); the leader holds epoch 0 (0..3),
+        // epoch 2 (3..10) and epoch 4. Asked about our epoch 3 it answers epoch 2 ending at
+        // 10, which we never had: cut to the end of our epoch 0 (5) and ask again.
+        let tmp = tempfile::tempdir().unwrap();
+        let log = Log::open(tmp.path(), LogConfig::default(), LogResources::new(16)).unwrap();
+        let p = Partition::new(
+            TopicPartition::new("t", 0),
+            uuid::Uuid::nil(),
+            1,
+            log,
+            Arc::new(tokio::sync::watch::channel(0).0),
+        );
+        p.apply_state(&state(1, 0, 0)).unwrap();
+        p.append(&batch(&["a", "b", "c", "d", "e"]), None).unwrap();
+        p.apply_state(&state(1, 3, 1)).unwrap();
+        p.append(&batch(&["f", "g"]), None).unwrap();
+        p.apply_state(&state(2, 5, 2)).unwrap();
+        assert!(!truncate(&p, 2, 5, 2, 10).unwrap(), "ask again");
+        assert_eq!(p.log().log_end_offset(), 5);
+        assert_eq!(p.log().latest_epoch(), Some(0));
+        // A truncation for a leader we no longer follow is refused.
+        let err = truncate(&p, 3, 9, 0, 3).unwrap_err();
+        assert_eq!(err.code, ErrorCode::FencedLeaderEpoch);
+        assert_eq!(p.log().log_end_offset(), 5);
+        // Asked about epoch 0, the leader says it ends at 3.
+        assert!(truncate(&p, 2, 5, 0, 3).unwrap());
+        assert_eq!(
+            p.log().log_end_offset(),
+            0,
+            "whole batches: the 5-record batch goes"
+        );
     }
 
     #[test]
     fn nothing_is_cut_when_the_leader_has_everything() {
         let tmp = tempfile::tempdir().unwrap();
         let p = diverged(tmp.path());
-        truncate(&p, 1, 9).unwrap();
+        assert!(truncate(&p, 2, 2, 1, 9).unwrap());
         assert_eq!(p.log().log_end_offset(), 5);
     }
 
@@ -624,7 +678,7 @@ mod tests {
             0,
             "its follower never fetched: nothing committed"
         );
-        truncate(&p, -1, -1).unwrap();
+        assert!(truncate(&p, 2, 2, -1, -1).unwrap());
         assert_eq!(p.log().log_end_offset(), 0);
     }
 }

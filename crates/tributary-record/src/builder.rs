@@ -1,24 +1,33 @@
-//! Building uncompressed v2 batches.
+//! Building v2 batches, uncompressed or compressed.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::varint::{put_varint, put_varlong};
 use crate::{
-    ATTRIBUTES_AT, BATCH_HEADER_LEN, CRC_AT, LOG_OVERHEAD, MAGIC_V2, NO_PARTITION_LEADER_EPOCH,
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    ATTRIBUTES_AT, BATCH_HEADER_LEN, CRC_AT, Compression, LOG_OVERHEAD, MAGIC_V2,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, RecordError,
+    compression,
 };
 
-/// Builds one uncompressed v2 record batch, record by record.
+/// Builds one v2 record batch, record by record; uncompressed unless a codec is chosen with
+/// [`BatchBuilder::compression`].
 ///
 /// ```
-/// use tributary_record::{BatchBuilder, verify_batch};
+/// use tributary_record::{BatchBuilder, Compression, decode_records, verify_batch};
 /// let mut builder = BatchBuilder::new(1_700_000_000_000);
 /// builder.push(1_700_000_000_000, Some(b"apples"), Some(b"5"), &[]);
 /// let batch = builder.build();
 /// assert_eq!(verify_batch(&batch).unwrap().record_count, 1);
+///
+/// let mut builder = BatchBuilder::new(1_700_000_000_000).compression(Compression::Lz4);
+/// builder.push(1_700_000_000_000, Some(b"apples"), Some(b"5"), &[]);
+/// let batch = builder.build();
+/// assert_eq!(verify_batch(&batch).unwrap().compression(), Compression::Lz4);
+/// assert_eq!(decode_records(&batch).unwrap()[0].value.as_deref(), Some(&b"5"[..]));
 /// ```
 #[derive(Debug)]
 pub struct BatchBuilder {
+    compression: Compression,
     base_timestamp: i64,
     max_timestamp: i64,
     producer_id: i64,
@@ -33,6 +42,7 @@ impl BatchBuilder {
     /// An empty batch whose records' timestamps are relative to `base_timestamp_ms`.
     pub fn new(base_timestamp_ms: i64) -> Self {
         Self {
+            compression: Compression::None,
             base_timestamp: base_timestamp_ms,
             max_timestamp: base_timestamp_ms,
             producer_id: NO_PRODUCER_ID,
@@ -52,6 +62,21 @@ impl BatchBuilder {
         self
     }
 
+    /// Compresses the records section with `codec` when the batch is built (Kafka's
+    /// `compression.type`); [`Compression::None`], the default, leaves it as it is.
+    ///
+    /// # Panics
+    ///
+    /// On [`Compression::Unknown`]: Kafka defines no such codec, so no batch can carry it.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        assert!(
+            !matches!(codec, Compression::Unknown(_)),
+            "no batch can be compressed with {codec}"
+        );
+        self.compression = codec;
+        self
+    }
+
     /// Records pushed so far.
     pub fn len(&self) -> usize {
         self.record_count as usize
@@ -62,7 +87,9 @@ impl BatchBuilder {
         self.record_count == 0
     }
 
-    /// Size the batch would have if built now.
+    /// Size the batch would have if built now, uncompressed. A compressed batch is smaller
+    /// unless its records do not compress (then a few bytes of framing larger); this is what a
+    /// producer compares with its batch size limit, as Kafka's producer does before compression.
     pub fn size_bytes(&self) -> usize {
         BATCH_HEADER_LEN + self.records.len()
     }
@@ -93,15 +120,42 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(timestamp_ms);
     }
 
-    /// The finished batch, with base offset 0 (the leader assigns offsets) and no leader epoch.
+    /// The finished batch, with base offset 0 (the leader assigns offsets) and no leader epoch;
+    /// the records section compressed with the chosen codec, the CRC over the compressed bytes.
+    ///
+    /// # Panics
+    ///
+    /// Where [`BatchBuilder::try_build`] fails: a batch past 2 GiB, which no batch size limit
+    /// allows, or a codec failing on records in memory, which the codecs do not do.
     pub fn build(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.size_bytes());
+        match self.try_build() {
+            Ok(batch) => batch,
+            Err(err) => panic!("cannot build the batch: {err}"),
+        }
+    }
+
+    /// [`BatchBuilder::build`], returning a codec's failure or a batch past 2 GiB
+    /// ([`RecordError::Invalid`]) instead of panicking.
+    pub fn try_build(&self) -> Result<Bytes, RecordError> {
+        let compressed;
+        let records = if self.compression == Compression::None {
+            &self.records
+        } else {
+            compressed = compression::compress(self.compression, &self.records)?;
+            &compressed
+        };
+        let size_bytes = BATCH_HEADER_LEN + records.len();
+        let batch_length = i32::try_from(size_bytes - LOG_OVERHEAD).map_err(|_| {
+            RecordError::Invalid(format!("a batch of {size_bytes} bytes is too large"))
+        })?;
+        let mut out = BytesMut::with_capacity(size_bytes);
         out.put_i64(0);
-        out.put_i32((self.size_bytes() - LOG_OVERHEAD) as i32);
+        out.put_i32(batch_length);
         out.put_i32(NO_PARTITION_LEADER_EPOCH);
         out.put_i8(MAGIC_V2);
         out.put_u32(0); // CRC, filled below
-        out.put_i16(0); // attributes: no compression, create time
+        // Attributes: the codec in bits 0-2; create time, not transactional, not control.
+        out.put_i16(i16::from(self.compression.id()));
         out.put_i32((self.record_count - 1).max(0));
         out.put_i64(self.base_timestamp);
         out.put_i64(self.max_timestamp);
@@ -109,10 +163,10 @@ impl BatchBuilder {
         out.put_i16(self.producer_epoch);
         out.put_i32(self.base_sequence);
         out.put_i32(self.record_count);
-        out.extend_from_slice(&self.records);
+        out.extend_from_slice(records);
         let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
         out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        out.freeze()
+        Ok(out.freeze())
     }
 }
 

@@ -4,8 +4,9 @@
 //! sends are the bytes written to the segment file and the bytes a consumer or follower
 //! receives. This crate parses and validates those bytes ([`BatchHeader`], [`verify_batch`],
 //! [`Batches`]), patches the few header fields a leader owns ([`set_base_offset`],
-//! [`set_partition_leader_epoch`], [`set_log_append_time`]) and builds new batches
-//! ([`BatchBuilder`]).
+//! [`set_partition_leader_epoch`], [`set_log_append_time`]), builds new batches
+//! ([`BatchBuilder`]) and decodes their records ([`decode_records`]). The records section may be
+//! compressed with Kafka's codecs (gzip, snappy, lz4, zstd; [`compression`]); the header never is.
 //!
 //! Layout of a v2 batch (all integers big-endian):
 //!
@@ -30,11 +31,12 @@
 //! pure functions over byte slices.
 
 mod builder;
+pub mod compression;
 mod record;
 pub mod varint;
 
 pub use builder::BatchBuilder;
-pub use record::{Header, Record, decode_records};
+pub use record::{Header, Record, decode_records, decode_records_with_limit};
 
 /// The only record batch format Tributary accepts.
 pub const MAGIC_V2: i8 = 2;
@@ -57,6 +59,10 @@ pub const NO_SEQUENCE: i32 = -1;
 pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 /// A timestamp that is not known.
 pub const NO_TIMESTAMP: i64 = -1;
+/// The most bytes [`decode_records`] lets a compressed records section inflate to: 64 MiB, far
+/// above any batch Kafka's size limits let a producer send uncompressed (`message.max.bytes`
+/// defaults to 1 MiB), so only a decompression bomb meets it.
+pub const DECOMPRESSED_RECORDS_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 // Field positions inside a batch.
 const BASE_OFFSET_AT: usize = 0;
@@ -109,6 +115,23 @@ pub enum RecordError {
     /// The records are compressed with a codec this build cannot decode.
     #[error("unsupported compression codec {0:?}")]
     UnsupportedCompression(Compression),
+    /// The codec failed: corrupt or truncated compressed records.
+    #[error("{codec} records cannot be decompressed: {message}")]
+    Codec {
+        /// The codec of the batch.
+        codec: Compression,
+        /// What the codec reported.
+        message: String,
+    },
+    /// The compressed records inflate to more bytes than allowed (a decompression bomb, or a
+    /// batch larger than the caller accepts).
+    #[error("{codec} records decompress to more than {limit} bytes")]
+    DecompressedTooLarge {
+        /// The codec of the batch.
+        codec: Compression,
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// The compression codec of a batch (attributes bits 0–2), numbered as Kafka numbers them.
@@ -149,6 +172,20 @@ impl Compression {
             Self::Lz4 => 3,
             Self::Zstd => 4,
             Self::Unknown(id) => id,
+        }
+    }
+}
+
+/// Kafka's name of the codec, as in the `compression.type` config (`unknown(5)` for the rest).
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::Gzip => f.write_str("gzip"),
+            Self::Snappy => f.write_str("snappy"),
+            Self::Lz4 => f.write_str("lz4"),
+            Self::Zstd => f.write_str("zstd"),
+            Self::Unknown(id) => write!(f, "unknown({id})"),
         }
     }
 }

@@ -1,0 +1,618 @@
+//! The producer: records are added to a per-partition batch (`batch.size`, `linger.ms`),
+//! batches are sent to each partition's leader by a background task, one request in flight per
+//! partition (so order is kept) and at most `max.in.flight.requests.per.connection` per broker,
+//! retried in place on retriable errors until `delivery.timeout.ms`. With idempotence (the
+//! default) each batch carries the producer id, epoch and sequence, so a retry is never
+//! written twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::time::Instant;
+use tributary_proto::broker::v1 as pb;
+use tributary_proto::common::v1::ErrorCode;
+use tributary_record::BatchBuilder;
+
+use crate::TopicPartition;
+use crate::cluster::Cluster;
+use crate::config::{ProducerConfig, Properties};
+use crate::error::{ClientError, Result};
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    /// Topic.
+    pub topic: String,
+    /// A partition chosen by the application (else the partitioner decides).
+    pub partition: Option<i32>,
+    /// Key.
+    pub key: Option<Bytes>,
+    /// Value (`None`: a tombstone).
+    pub value: Option<Bytes>,
+    /// Timestamp in ms (default: now).
+    pub timestamp: Option<i64>,
+    /// Headers.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl ProducerRecord {
+    /// A record with a value.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..Self::default()
+        }
+    }
+
+    /// With a key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// To a given partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Partition.
+    pub partition: i32,
+    /// Offset (-1 with acks=0).
+    pub offset: i64,
+    /// The record's timestamp.
+    pub timestamp: i64,
+}
+
+/// Resolves when the record is acknowledged (or has failed for good).
+#[derive(Debug)]
+pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata>>);
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+struct Waiter {
+    done: oneshot::Sender<Result<RecordMetadata>>,
+    timestamp: i64,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    created: Instant,
+    deadline: Instant,
+    base_sequence: i32,
+    waiters: Vec<Waiter>,
+}
+
+struct ReadyBatch {
+    bytes: Bytes,
+    deadline: Instant,
+    attempts: u32,
+    waiters: Vec<Waiter>,
+}
+
+#[derive(Default)]
+struct Queue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    in_flight: bool,
+    next_sequence: i32,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<TopicPartition, Queue>,
+    sticky: HashMap<String, i32>,
+    flushing: bool,
+}
+
+struct Inner {
+    config: ProducerConfig,
+    cluster: Arc<Cluster>,
+    partitioner: Arc<dyn Partitioner>,
+    /// Producer id and epoch (idempotence), or (-1, -1).
+    producer: (i64, i16),
+    buffer: Arc<Semaphore>,
+    state: Mutex<State>,
+    wake: Notify,
+    /// Records sent and not yet completed.
+    outstanding: watch::Sender<usize>,
+    closed: AtomicBool,
+    /// Concurrent requests per broker address.
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// A producer. Cheap to share behind an `Arc`; `close` (or drop) stops its sender task.
+pub struct Producer {
+    inner: Arc<Inner>,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("producer_id", &self.inner.producer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.sender.abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// A producer from Kafka properties (`bootstrap.servers` required).
+    pub async fn new(props: &Properties) -> Result<Self> {
+        Self::with_partitioner(props, Arc::new(DefaultPartitioner)).await
+    }
+
+    /// A producer with the application's own partitioner.
+    pub async fn with_partitioner(
+        props: &Properties,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Self> {
+        let config = ProducerConfig::from_properties(props)?;
+        let cluster = Arc::new(Cluster::new(config.client.clone()));
+        let producer = if config.enable_idempotence {
+            let response = cluster
+                .any(|address| {
+                    let cluster = cluster.clone();
+                    async move {
+                        let mut client = cluster
+                            .broker(&address)
+                            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                        Ok(client
+                            .init_producer_id(pb::InitProducerIdRequest::default())
+                            .await?
+                            .into_inner())
+                    }
+                })
+                .await?;
+            if let Some(err) = ClientError::from_wire(&response.error) {
+                return Err(err);
+            }
+            (response.producer_id, response.producer_epoch as i16)
+        } else {
+            (-1, -1)
+        };
+        let inner = Arc::new(Inner {
+            buffer: Arc::new(Semaphore::new(config.buffer_memory)),
+            config,
+            cluster,
+            partitioner,
+            producer,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            outstanding: watch::channel(0).0,
+            closed: AtomicBool::new(false),
+            in_flight: Mutex::new(HashMap::new()),
+        });
+        let sender = tokio::spawn(run_sender(inner.clone()));
+        Ok(Self { inner, sender })
+    }
+
+    /// The partition count of `topic` (UNKNOWN_TOPIC_OR_PARTITION if it does not exist).
+    pub async fn partitions_for(&self, topic: &str) -> Result<usize> {
+        Ok(self.inner.cluster.topic(topic).await?.partitions.len())
+    }
+
+    /// The producer id and epoch (idempotence), or `None`.
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        (self.inner.producer.0 >= 0).then_some(self.inner.producer)
+    }
+
+    /// Adds `record` to its partition's batch, waiting for room in `buffer.memory`; the
+    /// returned future resolves when it is acknowledged or has failed for good.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let topic = inner.cluster.topic(&record.topic).await?;
+        let count = topic.partitions.len() as i32;
+        if count == 0 {
+            return Err(ClientError::broker(
+                ErrorCode::LeaderNotAvailable,
+                format!("topic `{}` has no partitions yet", record.topic),
+            ));
+        }
+        let size = record.key.as_ref().map_or(0, |k| k.len())
+            + record.value.as_ref().map_or(0, |v| v.len())
+            + record
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>()
+            + 32;
+        if size > inner.config.max_request_size {
+            return Err(ClientError::broker(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "the record is {size} bytes, more than max.request.size = {}",
+                    inner.config.max_request_size
+                ),
+            ));
+        }
+        let permit = inner
+            .buffer
+            .clone()
+            .acquire_many_owned(size as u32)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let explicit = match record.partition {
+            Some(p) if p < 0 || p >= count => {
+                return Err(ClientError::broker(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!(
+                        "topic `{}` has {count} partitions; {p} does not exist",
+                        record.topic
+                    ),
+                ));
+            }
+            Some(p) => Some(p),
+            None => inner
+                .partitioner
+                .partition(&record.topic, record.key.as_deref(), count),
+        };
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let (tx, rx) = oneshot::channel();
+        let config = &inner.config;
+        {
+            let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let partition = match explicit {
+                Some(p) => p,
+                None => *state
+                    .sticky
+                    .entry(record.topic.clone())
+                    .or_insert_with(|| random_partition(count)),
+            };
+            let tp = TopicPartition::new(record.topic.clone(), partition);
+            let queue = state.queues.entry(tp).or_default();
+            let full = queue.open.as_ref().is_some_and(|b| {
+                !b.builder.is_empty() && b.builder.size_bytes() + size > config.batch_size
+            });
+            let mut closed_batch = false;
+            if full {
+                close_open(queue, inner.producer.0 >= 0);
+                closed_batch = true;
+            }
+            let now = Instant::now();
+            let batch = queue.open.get_or_insert_with(|| {
+                let base_sequence = queue.next_sequence;
+                let mut builder = BatchBuilder::new(timestamp);
+                if config.compression != tributary_record::Compression::None {
+                    builder = builder.compression(config.compression);
+                }
+                if inner.producer.0 >= 0 {
+                    builder = builder.producer(inner.producer.0, inner.producer.1, base_sequence);
+                }
+                OpenBatch {
+                    builder,
+                    created: now,
+                    deadline: now + config.delivery_timeout,
+                    base_sequence,
+                    waiters: Vec::new(),
+                }
+            });
+            let headers: Vec<(&str, Option<&[u8]>)> = record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect();
+            batch.builder.push(
+                timestamp,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                &headers,
+            );
+            batch.waiters.push(Waiter {
+                done: tx,
+                timestamp,
+                _permit: permit,
+            });
+            if batch.builder.size_bytes() >= config.batch_size {
+                close_open(queue, inner.producer.0 >= 0);
+                closed_batch = true;
+            }
+            if closed_batch && explicit.is_none() {
+                // Kafka's sticky partitioner: a new batch, a new partition.
+                state
+                    .sticky
+                    .insert(record.topic.clone(), random_partition(count));
+            }
+        }
+        inner.outstanding.send_modify(|n| *n += 1);
+        inner.wake.notify_one();
+        Ok(DeliveryFuture(rx))
+    }
+
+    /// Sends everything pending now (ignoring `linger.ms`) and waits until every record sent
+    /// so far is acknowledged or has failed.
+    pub async fn flush(&self) {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flushing = true;
+        self.inner.wake.notify_one();
+        let mut rx = self.inner.outstanding.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flushing = false;
+    }
+
+    /// Flushes, then stops the producer.
+    pub async fn close(self) {
+        self.flush().await;
+        self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+fn random_partition(count: i32) -> i32 {
+    (uuid::Uuid::new_v4().as_u128() % count.max(1) as u128) as i32
+}
+
+fn close_open(queue: &mut Queue, idempotent: bool) {
+    if let Some(batch) = queue.open.take() {
+        let count = batch.waiters.len() as i32;
+        if idempotent {
+            // Sequences wrap at i32::MAX, as Kafka's do.
+            queue.next_sequence = ((i64::from(batch.base_sequence) + i64::from(count))
+                % (i64::from(i32::MAX) + 1)) as i32;
+        }
+        queue.ready.push_back(ReadyBatch {
+            bytes: batch.builder.build(),
+            deadline: batch.deadline,
+            attempts: 0,
+            waiters: batch.waiters,
+        });
+    }
+}
+
+/// One partition's batch in a request being sent.
+struct InFlight {
+    tp: TopicPartition,
+    bytes: Bytes,
+}
+
+async fn run_sender(inner: Arc<Inner>) {
+    loop {
+        let now = Instant::now();
+        let mut next_wake = now + Duration::from_millis(100);
+        let mut by_leader: HashMap<String, Vec<InFlight>> = HashMap::new();
+        let mut need_metadata = Vec::new();
+        {
+            let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let flushing = state.flushing;
+            let idempotent = inner.producer.0 >= 0;
+            for (tp, queue) in state.queues.iter_mut() {
+                if let Some(open) = &queue.open {
+                    let due = open.created + inner.config.linger;
+                    if flushing || due <= now {
+                        close_open(queue, idempotent);
+                    } else {
+                        next_wake = next_wake.min(due);
+                    }
+                }
+                // Batches past their delivery timeout fail (only when none is in flight, so
+                // a late answer cannot complete them twice).
+                while !queue.in_flight && queue.ready.front().is_some_and(|b| b.deadline <= now) {
+                    let batch = queue.ready.pop_front().expect("checked");
+                    complete_err(
+                        &inner,
+                        batch,
+                        ClientError::Timeout(format!(
+                            "{tp}: not acknowledged within delivery.timeout.ms ({} ms)",
+                            inner.config.delivery_timeout.as_millis()
+                        )),
+                    );
+                }
+                if queue.in_flight || queue.ready.is_empty() {
+                    continue;
+                }
+                if let Some(at) = queue.retry_at {
+                    if at > now {
+                        next_wake = next_wake.min(at);
+                        continue;
+                    }
+                    queue.retry_at = None;
+                }
+                match inner.cluster.leader(&tp.topic, tp.partition) {
+                    Some((_, address, _)) => {
+                        queue.in_flight = true;
+                        let batch = queue.ready.front_mut().expect("not empty");
+                        batch.attempts += 1;
+                        by_leader.entry(address).or_default().push(InFlight {
+                            tp: tp.clone(),
+                            bytes: batch.bytes.clone(),
+                        });
+                    }
+                    None => need_metadata.push(tp.topic.clone()),
+                }
+            }
+        }
+        if !need_metadata.is_empty() {
+            need_metadata.sort();
+            need_metadata.dedup();
+            let cluster = inner.cluster.clone();
+            let _ = cluster.refresh(&need_metadata).await;
+            next_wake = next_wake.min(Instant::now() + inner.config.client.retry_backoff);
+        }
+        for (address, batches) in by_leader {
+            let limit = inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(address.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(inner.config.max_in_flight)))
+                .clone();
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let Ok(_slot) = limit.acquire_owned().await else {
+                    return;
+                };
+                send_request(&inner, &address, batches).await;
+                inner.wake.notify_one();
+            });
+        }
+        tokio::select! {
+            () = inner.wake.notified() => {}
+            () = tokio::time::sleep_until(next_wake) => {}
+        }
+    }
+}
+
+async fn send_request(inner: &Arc<Inner>, address: &str, batches: Vec<InFlight>) {
+    let mut topics: Vec<pb::produce_request::TopicData> = Vec::new();
+    for b in &batches {
+        let data = pb::produce_request::PartitionData {
+            partition: b.tp.partition,
+            records: b.bytes.clone(),
+        };
+        match topics.iter_mut().find(|t| t.name == b.tp.topic) {
+            Some(t) => t.partitions.push(data),
+            None => topics.push(pb::produce_request::TopicData {
+                name: b.tp.topic.clone(),
+                partitions: vec![data],
+            }),
+        }
+    }
+    let request = pb::ProduceRequest {
+        acks: inner.config.acks,
+        timeout_ms: inner.config.client.request_timeout.as_millis() as u32,
+        topics,
+    };
+    let result = match inner.cluster.broker(address) {
+        Ok(mut client) => client
+            .produce(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|status| ClientError::from_status(address, status)),
+        Err(e) => Err(e),
+    };
+    let mut outcomes: HashMap<TopicPartition, Result<(i64, i64)>> = HashMap::new();
+    match result {
+        Ok(response) => {
+            for t in response.topics {
+                for p in t.partitions {
+                    let tp = TopicPartition::new(t.name.clone(), p.partition);
+                    let outcome = match ClientError::from_wire(&p.error) {
+                        Some(err) => Err(err),
+                        None => Ok((p.base_offset, p.log_append_time_ms)),
+                    };
+                    outcomes.insert(tp, outcome);
+                }
+            }
+        }
+        Err(err) => {
+            for b in &batches {
+                outcomes.insert(b.tp.clone(), Err(err.clone()));
+            }
+        }
+    }
+    let mut refresh = Vec::new();
+    {
+        let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        for b in batches {
+            let Some(queue) = state.queues.get_mut(&b.tp) else {
+                continue;
+            };
+            queue.in_flight = false;
+            let outcome = outcomes
+                .remove(&b.tp)
+                .unwrap_or_else(|| Err(ClientError::Protocol(format!("no answer for {}", b.tp))));
+            match outcome {
+                Ok((base_offset, append_time)) => {
+                    let batch = queue.ready.pop_front().expect("the batch in flight");
+                    complete_ok(inner, &b.tp, batch, base_offset, append_time);
+                }
+                Err(err) => {
+                    let batch = queue.ready.front().expect("the batch in flight");
+                    let retry = err.is_retriable()
+                        && batch.attempts <= inner.config.retries
+                        && Instant::now() < batch.deadline;
+                    if retry {
+                        tracing::debug!(partition = %b.tp, error = %err, "retrying a batch");
+                        queue.retry_at = Some(Instant::now() + inner.config.client.retry_backoff);
+                        if matches!(
+                            err.code(),
+                            Some(
+                                ErrorCode::NotLeaderOrFollower
+                                    | ErrorCode::LeaderNotAvailable
+                                    | ErrorCode::UnknownTopicOrPartition
+                                    | ErrorCode::FencedLeaderEpoch
+                            ) | None
+                        ) {
+                            refresh.push(b.tp.topic.clone());
+                        }
+                    } else {
+                        let batch = queue.ready.pop_front().expect("the batch in flight");
+                        complete_err(inner, batch, err);
+                    }
+                }
+            }
+        }
+    }
+    if !refresh.is_empty() {
+        refresh.sort();
+        refresh.dedup();
+        let _ = inner.cluster.refresh(&refresh).await;
+    }
+}
+
+fn complete_ok(inner: &Inner, tp: &TopicPartition, batch: ReadyBatch, base: i64, append_time: i64) {
+    let n = batch.waiters.len();
+    for (i, w) in batch.waiters.into_iter().enumerate() {
+        let _ = w.done.send(Ok(RecordMetadata {
+            partition: tp.partition,
+            offset: if base >= 0 { base + i as i64 } else { -1 },
+            timestamp: if append_time >= 0 {
+                append_time
+            } else {
+                w.timestamp
+            },
+        }));
+    }
+    inner.outstanding.send_modify(|o| *o = o.saturating_sub(n));
+}
+
+fn complete_err(inner: &Inner, batch: ReadyBatch, err: ClientError) {
+    let n = batch.waiters.len();
+    for w in batch.waiters {
+        let _ = w.done.send(Err(err.clone()));
+    }
+    inner.outstanding.send_modify(|o| *o = o.saturating_sub(n));
+}
