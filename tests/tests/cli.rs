@@ -1,0 +1,278 @@
+//! The `tributary` command-line tool against 3 coordinators and 3 brokers (real processes):
+//! the seed's first hands-on lab as written (create, describe, console producer, console
+//! consumer --from-beginning), and the precise errors and exit codes of bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use tributary_tests::harness::{Cluster, NodeKind, bin_dir};
+
+fn tributary(args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    let program = bin_dir()?.join("tributary");
+    let mut child = Command::new(&program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(text.as_bytes())?;
+    }
+    // Every invocation here ends by itself (bounded waits inside the tool); the harness's
+    // timeouts would name the hang.
+    Ok(child.wait_with_output()?)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_first_lab_works_with_only_the_program_name_changed() -> Result<()> {
+    let mut cluster = Cluster::builder().coordinators(3).brokers(3).start()?;
+    let brokers: BTreeMap<u64, String> = cluster
+        .of_kind(NodeKind::Broker)
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect();
+    let bootstrap = brokers[&1].clone();
+
+    let out = tributary(
+        &[
+            "topics",
+            "--create",
+            "--bootstrap-server",
+            &bootstrap,
+            "--replication-factor",
+            "3",
+            "--partitions",
+            "6",
+            "--topic",
+            "inventory_purchases",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Created topic inventory_purchases.\n");
+
+    // Describe: Kafka's layout, 6 partitions, 3 replicas each, a full ISR, leaders on every
+    // broker.
+    let describe = common::eventually(
+        "a full ISR on every partition",
+        Duration::from_secs(30),
+        || {
+            let bootstrap = bootstrap.clone();
+            async move {
+                let out = tributary(
+                    &[
+                        "topics",
+                        "--describe",
+                        "--bootstrap-server",
+                        &bootstrap,
+                        "--topic",
+                        "inventory_purchases",
+                    ],
+                    None,
+                )
+                .ok()?;
+                let stdout = text(&out.stdout);
+                let full = stdout.lines().filter(|l| l.starts_with('\t')).all(|l| {
+                    l.split('\t')
+                        .find_map(|f| f.strip_prefix("Isr: "))
+                        .is_some_and(|isr| isr.split(',').count() == 3)
+                });
+                (out.status.success() && full).then_some(stdout)
+            }
+        },
+    )
+    .await?;
+    let mut lines = describe.lines();
+    let header: Vec<&str> = lines.next().context("a topic line")?.split('\t').collect();
+    assert_eq!(header[0], "Topic: inventory_purchases");
+    assert_eq!(header[1].strip_prefix("TopicId: ").map(str::len), Some(22));
+    assert_eq!(header[2], "PartitionCount: 6");
+    assert_eq!(header[3], "ReplicationFactor: 3");
+    assert_eq!(header[4], "Configs: ");
+    let mut leaders = std::collections::BTreeSet::new();
+    let partitions: Vec<&str> = lines.collect();
+    assert_eq!(partitions.len(), 6, "{describe}");
+    for (i, line) in partitions.iter().enumerate() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields[0], "");
+        assert_eq!(fields[1], "Topic: inventory_purchases");
+        assert_eq!(fields[2], format!("Partition: {i}"));
+        leaders.insert(
+            fields[3]
+                .strip_prefix("Leader: ")
+                .context("leader")?
+                .to_owned(),
+        );
+        assert_eq!(
+            fields[4]
+                .strip_prefix("Replicas: ")
+                .map(|r| r.split(',').count()),
+            Some(3)
+        );
+        assert_eq!(
+            fields[5]
+                .strip_prefix("Isr: ")
+                .map(|r| r.split(',').count()),
+            Some(3)
+        );
+    }
+    assert_eq!(leaders.len(), 3, "leaders on all three brokers: {describe}");
+
+    let out = tributary(
+        &[
+            "console-producer",
+            "--broker-list",
+            &bootstrap,
+            "--topic",
+            "inventory_purchases",
+        ],
+        Some("product: apples, quantity: 5\nproduct: lemons, quantity: 7\n"),
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "",
+        "no prompt when stdin is not a terminal"
+    );
+
+    let out = tributary(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "inventory_purchases",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "20000",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut got: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "product: apples, quantity: 5",
+            "product: lemons, quantity: 7"
+        ]
+    );
+    assert!(text(&out.stderr).contains("Processed a total of 2 messages"));
+
+    // The formatter's fields, tab-separated, as Kafka prints them.
+    let out = tributary(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "inventory_purchases",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "20000",
+            "--property",
+            "print.partition=true",
+            "--property",
+            "print.offset=true",
+            "--property",
+            "print.key=true",
+        ],
+        None,
+    )?;
+    for line in text(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        ensure!(fields.len() == 4, "4 fields: {line}");
+        assert!(fields[0].starts_with("Partition:"));
+        assert!(fields[1].starts_with("Offset:"), "{line}");
+        assert_eq!(fields[2], "null");
+    }
+
+    // Bad input: one line on stderr, a non-zero exit.
+    let out = tributary(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "no_such_topic",
+            "--timeout-ms",
+            "1000",
+        ],
+        None,
+    )?;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = tributary(
+        &[
+            "topics",
+            "--create",
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "inventory_purchases",
+        ],
+        None,
+    )?;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("TOPIC_ALREADY_EXISTS"));
+    let out = tributary(
+        &[
+            "console-producer",
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "inventory_purchases",
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=:",
+        ],
+        Some("k:v\nno separator here\n"),
+    )?;
+    assert!(!out.status.success(), "a rejected line fails the run");
+    assert!(
+        text(&out.stderr).contains("line 2"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = tributary(&["topics", "--list"], None)?;
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    let unreachable = format!("127.0.0.1:{}", tributary_tests::harness::free_ports(1)?[0]);
+    let out = tributary(
+        &["topics", "--list", "--bootstrap-server", &unreachable],
+        None,
+    )?;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&unreachable),
+        "names the address: {}",
+        text(&out.stderr)
+    );
+    Ok(())
+}
