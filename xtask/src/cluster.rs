@@ -547,14 +547,22 @@ pub fn status(args: &[String], root: &Path) -> Result<()> {
 /// The packages `cluster-up` builds: the coordinator, and the broker when the cluster has
 /// brokers (so that `--brokers 0` needs no broker).
 fn build_args(brokers: bool) -> Vec<&'static str> {
-    let mut args = vec!["build", "--release", "-p", "tributary-coordinator"];
+    // The `tributary` tool comes along: the README's quick start uses target/release/tributary.
+    let mut args = vec![
+        "build",
+        "--release",
+        "-p",
+        "tributary-coordinator",
+        "-p",
+        "tributary-cli",
+    ];
     if brokers {
         args.extend(["-p", "tributary-broker"]);
     }
     args
 }
 
-/// `cargo build --release -p tributary-coordinator [-p tributary-broker]`.
+/// `cargo build --release -p tributary-coordinator -p tributary-cli [-p tributary-broker]`.
 fn build(root: &Path, brokers: bool) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let args = build_args(brokers);
@@ -1090,12 +1098,21 @@ mod tests {
                 "-p",
                 "tributary-coordinator",
                 "-p",
+                "tributary-cli",
+                "-p",
                 "tributary-broker"
             ]
         );
         assert_eq!(
             build_args(false),
-            ["build", "--release", "-p", "tributary-coordinator"]
+            [
+                "build",
+                "--release",
+                "-p",
+                "tributary-coordinator",
+                "-p",
+                "tributary-cli"
+            ]
         );
     }
 
