@@ -219,6 +219,21 @@ impl Cluster {
         })
     }
 
+    /// The partition count of `topic` (cheap: no copy of the metadata), refreshing when it is
+    /// not cached or the cache is older than `metadata.max.age.ms`.
+    pub async fn partition_count(&self, name: &str) -> Result<usize> {
+        {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            let fresh = cache
+                .refreshed
+                .is_some_and(|t| t.elapsed() <= self.config.metadata_max_age);
+            if fresh && let Some(t) = cache.metadata.topics.get(name) {
+                return Ok(t.partitions.len());
+            }
+        }
+        Ok(self.topic(name).await?.partitions.len())
+    }
+
     fn cached_topic(&self, name: &str) -> Option<TopicInfo> {
         self.cache
             .read()

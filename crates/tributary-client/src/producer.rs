@@ -238,8 +238,7 @@ impl Producer {
         if inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let topic = inner.cluster.topic(&record.topic).await?;
-        let count = topic.partitions.len() as i32;
+        let count = inner.cluster.partition_count(&record.topic).await? as i32;
         if count == 0 {
             return Err(ClientError::broker(
                 ErrorCode::LeaderNotAvailable,
@@ -291,10 +290,14 @@ impl Producer {
             let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let partition = match explicit {
                 Some(p) => p,
-                None => *state
-                    .sticky
-                    .entry(record.topic.clone())
-                    .or_insert_with(|| random_partition(count)),
+                None => match state.sticky.get(&record.topic) {
+                    Some(&p) if p < count => p,
+                    _ => {
+                        let p = random_partition(count);
+                        state.sticky.insert(record.topic.clone(), p);
+                        p
+                    }
+                },
             };
             let tp = TopicPartition::new(record.topic.clone(), partition);
             let queue = state.queues.entry(tp).or_default();
