@@ -429,11 +429,21 @@ async fn a_broker_cut_off_from_the_coordinators_stops_leading_by_itself() -> Res
         .config(NodeKind::Coordinator, "broker_session_timeout_ms = 3000\n")
         .config(
             NodeKind::Broker,
-            "broker_session_timeout_ms = 3000\nbroker_heartbeat_interval_ms = 500\n",
+            "broker_session_timeout_ms = 3000\nbroker_heartbeat_interval_ms = 500\n\
+             auto_create_topics_enable = true\nnum_partitions = 2\n",
         )
         .start()?;
     let brokers = broker_addrs(&mut cluster);
     let any = brokers[&1].clone();
+
+    // auto.create.topics.enable: producing to an unknown topic creates it (retriable
+    // LEADER_NOT_AVAILABLE meanwhile), with num.partitions partitions.
+    let r = produce(&mut broker(&any)?, "made-on-use", 0, 1, batch(0, &["x"])).await?;
+    assert_eq!(code(&r.error), ErrorCode::LeaderNotAvailable, "{r:?}");
+    assert!(r.error.as_ref().is_some_and(|e| e.retriable));
+    let made = topic_metadata(&any, "made-on-use", WAIT).await?;
+    assert_eq!(made.partitions.len(), 2);
+
     let created = create_topic(&any, "cut", 1, 1, &[]).await?;
     sync_brokers(brokers.values(), created.metadata_offset).await?;
     let topic = topic_metadata(&any, "cut", WAIT).await?;
