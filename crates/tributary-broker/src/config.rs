@@ -28,6 +28,7 @@ const KNOWN_KEYS: &[&str] = &[
     "replica_fetch_wait_max_ms",
     "replica_fetch_max_bytes",
     "replica_fetch_response_max_bytes",
+    "producer_id_expiration_ms",
 ];
 
 /// Everything a broker needs to run.
@@ -72,6 +73,8 @@ pub struct BrokerConfig {
     pub replica_fetch_max_bytes: u32,
     /// `replica.fetch.response.max.bytes`: per follower fetch.
     pub replica_fetch_response_max_bytes: u32,
+    /// `producer.id.expiration.ms`: an idempotent producer idle this long is forgotten.
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -100,6 +103,7 @@ impl Default for BrokerConfig {
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 1_048_576,
             replica_fetch_response_max_bytes: 10_485_760,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -167,7 +171,8 @@ impl BrokerConfig {
             .set_default(
                 "replica_fetch_response_max_bytes",
                 d.replica_fetch_response_max_bytes,
-            )?;
+            )?
+            .set_default("producer_id_expiration_ms", d.producer_id_expiration_ms)?;
         let raw = tributary_node::layer(builder, flags.config.as_deref(), KNOWN_KEYS)?;
         let get_u64 = |key: &str| raw.get::<u64>(key).with_context(|| key.to_owned());
         let mut config = Self {
@@ -207,6 +212,7 @@ impl BrokerConfig {
                 "replica_fetch_response_max_bytes",
             )?)
             .context("replica_fetch_response_max_bytes")?,
+            producer_id_expiration_ms: get_u64("producer_id_expiration_ms")?,
         };
         if let Some(v) = flags.broker_id {
             config.broker_id = v;

@@ -806,7 +806,17 @@ impl ReplicaManager {
         if checkpoint && let Err(err) = self.checkpoint_high_watermarks() {
             tracing::error!(error = %format!("{err:#}"), "writing the high-watermark checkpoint failed");
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let expiration_ms = self.config.producer_id_expiration_ms as i64;
         for partition in self.partitions() {
+            if checkpoint {
+                let expired = partition.expire_producers(now_ms, expiration_ms);
+                if expired > 0 {
+                    tracing::info!(partition = %partition.tp, expired, "forgot idle producer ids");
+                }
+            }
             let log = partition.log();
             if let Err(err) = log.flush_if_due() {
                 tracing::error!(partition = %partition.tp, error = %err, "flush failed");

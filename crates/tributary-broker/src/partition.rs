@@ -312,6 +312,16 @@ impl Partition {
         records: &[u8],
         min_insync: Option<usize>,
     ) -> Result<(AppendInfo, i32), PartitionError> {
+        // Control batches (transaction markers) are written by brokers, never by clients.
+        if tributary_record::Batches::new(records)
+            .flatten()
+            .any(|(header, _, _)| header.is_control())
+        {
+            return Err(PartitionError::new(
+                ErrorCode::InvalidRecord,
+                format!("{}: clients may not write control batches", self.tp),
+            ));
+        }
         let role = self.role.read().unwrap_or_else(|p| p.into_inner());
         self.check_leader(&role)?;
         if let Some(min) = min_insync
@@ -741,6 +751,14 @@ impl Partition {
         producers.reload(&self.log);
         self.high_watermark.store(offset, Ordering::Release);
         Ok(())
+    }
+
+    /// Forgets idle producers (`producer.id.expiration.ms`); returns how many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expire(now_ms, expiration_ms)
     }
 
     /// Snapshots the producer state and closes the log (clean shutdown).

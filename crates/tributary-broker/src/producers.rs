@@ -19,7 +19,7 @@ use crate::api::PartitionError;
 /// Batches remembered per producer (Kafka's `max.in.flight.requests.per.connection` bound).
 pub const BATCHES_KEPT: usize = 5;
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
-const SNAPSHOT_HEADER: &str = "tributary-producer-snapshot 1";
+const SNAPSHOT_HEADER: &str = "tributary-producer-snapshot 2";
 /// Snapshots kept per partition.
 const SNAPSHOTS_KEPT: usize = 2;
 
@@ -41,6 +41,8 @@ pub struct BatchRange {
 pub struct ProducerEntry {
     /// Its current epoch.
     pub epoch: i16,
+    /// The newest batch timestamp seen (for `producer.id.expiration.ms`).
+    pub last_timestamp: i64,
     /// Its last batches, oldest first.
     pub batches: VecDeque<BatchRange>,
 }
@@ -120,6 +122,15 @@ impl ProducerState {
             self.observe(&read.records);
             from = read.next_offset;
         }
+    }
+
+    /// Forgets producers whose newest batch is older than `expiration_ms` before `now_ms`
+    /// (Kafka's `producer.id.expiration.ms`); returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        before - self.producers.len()
     }
 
     /// Removes every snapshot (the log restarted elsewhere: they describe another history).
@@ -230,7 +241,12 @@ impl ProducerState {
         ids.sort();
         for id in ids {
             let e = &self.producers[id];
-            text.push_str(&format!("{id} {} {}", e.epoch, e.batches.len()));
+            text.push_str(&format!(
+                "{id} {} {} {}",
+                e.epoch,
+                e.last_timestamp,
+                e.batches.len()
+            ));
             for b in &e.batches {
                 text.push_str(&format!(
                     " {} {} {} {}",
@@ -282,7 +298,7 @@ impl ProducerState {
                 .split_whitespace()
                 .map(|n| n.parse::<i64>().map_err(|e| e.to_string()))
                 .collect::<Result<_, _>>()?;
-            let [id, epoch, n, rest @ ..] = nums.as_slice() else {
+            let [id, epoch, last_timestamp, n, rest @ ..] = nums.as_slice() else {
                 return Err(format!("bad line `{line}`"));
             };
             if *n < 0 || rest.len() as i64 != n.saturating_mul(4) {
@@ -301,6 +317,7 @@ impl ProducerState {
                 *id,
                 ProducerEntry {
                     epoch: *epoch as i16,
+                    last_timestamp: *last_timestamp,
                     batches,
                 },
             );
@@ -327,17 +344,18 @@ fn check_one(
             ),
         ));
     }
-    if !known || header.producer_epoch > entry.epoch {
-        // A new producer, or a new epoch of one: its sequences start at 0.
+    if !known {
+        // No state for it (new, or expired by producer.id.expiration.ms): Kafka (KIP-360)
+        // accepts any sequence and tracks the producer from here.
+        return Ok(Verdict::Append);
+    }
+    if header.producer_epoch > entry.epoch {
+        // A new epoch of a known producer: its sequences start at 0.
         if first != 0 {
             return Err(PartitionError::new(
-                if known {
-                    ErrorCode::OutOfOrderSequenceNumber
-                } else {
-                    ErrorCode::UnknownProducerId
-                },
+                ErrorCode::OutOfOrderSequenceNumber,
                 format!(
-                    "producer {pid} (epoch {}) must start at sequence 0, got {first}",
+                    "producer {pid} epoch {} must start at sequence 0, got {first}",
                     header.producer_epoch
                 ),
             ));
@@ -365,6 +383,7 @@ fn check_one(
 }
 
 fn remember(entry: &mut ProducerEntry, header: &BatchHeader, base_offset: i64) {
+    entry.last_timestamp = entry.last_timestamp.max(header.max_timestamp);
     if header.producer_epoch != entry.epoch {
         entry.epoch = header.producer_epoch;
         entry.batches.clear();
@@ -421,11 +440,16 @@ mod tests {
         // A gap is refused.
         let err = append(&log, &mut state, &batch(7, 0, 9, 1)).unwrap_err();
         assert_eq!(err.code, ErrorCode::OutOfOrderSequenceNumber);
-        // An unknown producer must start at 0.
-        let err = append(&log, &mut state, &batch(8, 0, 4, 1)).unwrap_err();
-        assert_eq!(err.code, ErrorCode::UnknownProducerId);
+        // An unknown producer (new, or expired) is accepted at any sequence (KIP-360).
+        assert_eq!(append(&log, &mut state, &batch(8, 0, 4, 1)), Ok(5));
+        let err = append(&log, &mut state, &batch(8, 1, 3, 1)).unwrap_err();
+        assert_eq!(
+            err.code,
+            ErrorCode::OutOfOrderSequenceNumber,
+            "a new epoch starts at 0"
+        );
         // A new epoch restarts at 0 and fences the old one.
-        assert_eq!(append(&log, &mut state, &batch(7, 1, 0, 1)), Ok(5));
+        assert_eq!(append(&log, &mut state, &batch(7, 1, 0, 1)), Ok(6));
         let err = append(&log, &mut state, &batch(7, 0, 5, 1)).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidProducerEpoch);
         // Only the last five batches are remembered.
@@ -437,6 +461,18 @@ mod tests {
             state.entry(7).unwrap().batches.front().unwrap().first_seq,
             2
         );
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = Log::open(tmp.path(), LogConfig::default(), LogResources::new(8)).unwrap();
+        let mut state = ProducerState::load(tmp.path(), &log);
+        append(&log, &mut state, &batch(1, 0, 0, 1)).unwrap();
+        assert_eq!(state.entry(1).unwrap().last_timestamp, 0);
+        assert_eq!(state.expire(1_000, 86_400_000), 0);
+        assert_eq!(state.expire(86_400_000, 86_400_000), 1);
+        assert!(state.entry(1).is_none());
     }
 
     #[test]
@@ -460,7 +496,7 @@ mod tests {
         let snap = tmp.path().join(format!("{:020}{SNAPSHOT_SUFFIX}", 2));
         std::fs::write(
             &snap,
-            "tributary-producer-snapshot 1\n2\n1 0 1 0 1 0 1\ncrc32c 00000000\n",
+            "tributary-producer-snapshot 2\n2\n1 0 0 1 0 1 0 1\ncrc32c 00000000\n",
         )
         .unwrap();
         let loaded = ProducerState::load(tmp.path(), &log);
