@@ -209,7 +209,7 @@ impl Fetchers {
                 (fetcher, task)
             });
             let mut follows = fetcher.follows.lock().unwrap_or_else(|p| p.into_inner());
-            let keep: Vec<TopicPartition> =
+            let keep: std::collections::HashSet<TopicPartition> =
                 partitions.iter().map(|f| f.partition.tp.clone()).collect();
             follows.retain(|tp, _| keep.contains(tp));
             for f in partitions {
@@ -338,11 +338,14 @@ async fn run(
                 match answer {
                     Ok(Ok(response)) => {
                         backoff = MIN_BACKOFF;
+                        let truncating: HashMap<TopicPartition, (Arc<Partition>, i32)> =
+                            to_truncate
+                                .iter()
+                                .map(|(tp, p, e, _, _)| (tp.clone(), (p.clone(), *e)))
+                                .collect();
                         for end in response.partitions {
                             let tp = TopicPartition::new(end.topic, end.partition);
-                            let Some((_, partition, epoch, _, _)) =
-                                to_truncate.iter().find(|(t, ..)| *t == tp)
-                            else {
+                            let Some((partition, epoch)) = truncating.get(&tp) else {
                                 continue;
                             };
                             let code = end
@@ -456,10 +459,13 @@ async fn run(
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
+        let by_tp: HashMap<TopicPartition, (Arc<Partition>, i32)> = fetchable
+            .iter()
+            .map(|(tp, p, e, _, _)| (tp.clone(), (p.clone(), *e)))
+            .collect();
         for data in response.partitions {
             let tp = TopicPartition::new(data.topic, data.partition);
-            let Some((_, partition, epoch, _, _)) = fetchable.iter().find(|(t, ..)| *t == tp)
-            else {
+            let Some((partition, epoch)) = by_tp.get(&tp) else {
                 continue;
             };
             let code = data
