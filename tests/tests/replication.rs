@@ -26,6 +26,7 @@ fn cluster() -> Result<Cluster> {
     Cluster::builder()
         .coordinators(3)
         .brokers(3)
+        .metrics()
         .config(NodeKind::Coordinator, "broker_session_timeout_ms = 6000\n")
         .config(
             NodeKind::Broker,
@@ -334,6 +335,21 @@ async fn isr_shrinks_and_expands_and_min_insync_and_unclean_election_hold() -> R
     })
     .await?;
     assert!(r.base_offset >= 1);
+    // The controller counted the unclean election.
+    let mut unclean = 0.0;
+    for id in 101..=103 {
+        let addr = cluster
+            .coordinator(id)
+            .metrics_addr()
+            .context("metrics endpoint")?;
+        let text = scrape(addr).await?;
+        unclean += metric(
+            &text,
+            "tributary_leader_elections_total",
+            &["kind=\"unclean\""],
+        );
+    }
+    assert!(unclean >= 1.0, "an unclean election is counted");
     Ok(())
 }
 

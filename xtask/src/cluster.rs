@@ -55,8 +55,8 @@ pub const HELP: &str =
                      build the release binaries and start a local cluster in the background:
                      coordinators 101, 102, ... (default 3) on 127.0.0.1:9191, 9192, ...,
                      then brokers 1, 2, ... (default 3; 0: coordinators only) on
-                     127.0.0.1:9092, 9093, ... (metrics ports 10191, ... and 10092, ...
-                     reserved), each with its config, data, log and pid in DIR/<kind>-<id>/
+                     127.0.0.1:9092, 9093, ... (Prometheus /metrics on 10191, ... and 10092,
+                     ...), each with its config, data, log and pid in DIR/<kind>-<id>/
                      (DIR: default .tributary, relative to the workspace root). Starts only
                      the nodes not running and keeps their data (brokers can be added to a
                      cluster, not removed); waits until every node is SERVING, every broker
@@ -256,10 +256,7 @@ pub fn up(args: &[String], root: &Path) -> Result<()> {
         dir.display(),
         view.summary(&brokers)
     );
-    print_table(
-        &["NODE", "PID", "GRPC", "METRICS (reserved)", "STATE", "LOG"],
-        &rows,
-    );
+    print_table(&["NODE", "PID", "GRPC", "METRICS", "STATE", "LOG"], &rows);
     println!(
         "\nper node: node.toml (config), data/, node.log, pid. Stop: `cargo xtask cluster-down`; \
          check: `cargo xtask cluster-status`."
@@ -646,7 +643,7 @@ fn node_spec(
 }
 
 /// The node's config file. It says what the flags say too (they win over it), so that the file
-/// alone describes the node; the metrics port is a comment until the nodes serve metrics (they
+/// alone describes the node, its Prometheus endpoint on the metrics port included (they
 /// refuse keys they do not know).
 fn node_config(spec: &NodeSpec) -> String {
     let (id_key, members_key, members) = match spec.kind {
@@ -663,10 +660,13 @@ fn node_config(spec: &NodeSpec) -> String {
             ("broker_id", "coordinators", addrs.collect())
         }
     };
-    let metrics = spec
-        .kind
-        .default_metrics_port(spec.id)
-        .map_or("-".into(), |p| format!("127.0.0.1:{p}"));
+    let metrics = match spec.kind.default_metrics_port(spec.id) {
+        Some(p) => format!(
+            "metrics_listen = {}\n",
+            toml_string(&format!("127.0.0.1:{p}"))
+        ),
+        None => String::new(),
+    };
     format!(
         "# {name}: written by `cargo xtask cluster-up` (rewritten on every run).\n\
          {id_key} = {id}\n\
@@ -674,7 +674,7 @@ fn node_config(spec: &NodeSpec) -> String {
          listen = {listen}\n\
          advertised_address = {advertised}\n\
          {members_key} = {members}\n\
-         # Metrics port reserved for this node: {metrics}\n",
+         {metrics}",
         name = spec.name(),
         id = spec.id,
         data_dir = toml_path(&spec.data_dir()),
@@ -1133,7 +1133,7 @@ mod tests {
             "listen = \"127.0.0.1:9192\"\n",
             "advertised_address = \"127.0.0.1:9192\"\n",
             "initial_members = \"101=127.0.0.1:9191,102=127.0.0.1:9192,103=127.0.0.1:9193\"\n",
-            "# Metrics port reserved for this node: 127.0.0.1:10192\n",
+            "metrics_listen = \"127.0.0.1:10192\"\n",
         ] {
             assert!(config.contains(line), "{line:?} in\n{config}");
         }
@@ -1159,7 +1159,7 @@ mod tests {
             "listen = \"127.0.0.1:9093\"\n",
             "advertised_address = \"127.0.0.1:9093\"\n",
             "coordinators = \"127.0.0.1:9191,127.0.0.1:9192,127.0.0.1:9193\"\n",
-            "# Metrics port reserved for this node: 127.0.0.1:10093\n",
+            "metrics_listen = \"127.0.0.1:10093\"\n",
         ];
         for line in lines {
             assert!(config.contains(line), "{line:?} in\n{config}");
@@ -1177,7 +1177,8 @@ mod tests {
                 "data_dir",
                 "listen",
                 "advertised_address",
-                "coordinators"
+                "coordinators",
+                "metrics_listen"
             ]
         );
         // The flags say the same (the harness's command line), then `--config` with the file.

@@ -29,6 +29,7 @@ const KNOWN_KEYS: &[&str] = &[
     "replica_fetch_max_bytes",
     "replica_fetch_response_max_bytes",
     "producer_id_expiration_ms",
+    "metrics_listen",
 ];
 
 /// Everything a broker needs to run.
@@ -75,6 +76,8 @@ pub struct BrokerConfig {
     pub replica_fetch_response_max_bytes: u32,
     /// `producer.id.expiration.ms`: an idempotent producer idle this long is forgotten.
     pub producer_id_expiration_ms: u64,
+    /// Where Prometheus scrapes `GET /metrics` (none: no metrics endpoint).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for BrokerConfig {
@@ -104,6 +107,7 @@ impl Default for BrokerConfig {
             replica_fetch_max_bytes: 1_048_576,
             replica_fetch_response_max_bytes: 10_485_760,
             producer_id_expiration_ms: 86_400_000,
+            metrics_listen: None,
         }
     }
 }
@@ -132,6 +136,9 @@ pub struct ConfigFlags {
     /// Rack, for rack-aware replica placement.
     #[arg(long)]
     pub rack: Option<String>,
+    /// Prometheus endpoint address, e.g. 0.0.0.0:10092 (default: none).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl BrokerConfig {
@@ -213,6 +220,12 @@ impl BrokerConfig {
             )?)
             .context("replica_fetch_response_max_bytes")?,
             producer_id_expiration_ms: get_u64("producer_id_expiration_ms")?,
+            metrics_listen: match raw.get::<String>("metrics_listen") {
+                Ok(text) if !text.is_empty() => Some(text.parse().with_context(|| {
+                    format!("metrics_listen `{text}` is not an IP address and port")
+                })?),
+                _ => None,
+            },
         };
         if let Some(v) = flags.broker_id {
             config.broker_id = v;
@@ -228,6 +241,9 @@ impl BrokerConfig {
         }
         if let Some(v) = &flags.coordinators {
             config.coordinators = parse_addresses(v)?;
+        }
+        if let Some(v) = flags.metrics_listen {
+            config.metrics_listen = Some(v);
         }
         if let Some(v) = &flags.rack {
             config.rack = Some(v.clone()).filter(|r| !r.is_empty());

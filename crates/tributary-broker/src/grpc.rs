@@ -22,6 +22,7 @@ use crate::api::{
     PartitionError, ProduceRequest, TopicPartition,
 };
 use crate::manager::{LISTENER, ReplicaFetchPartition, ReplicaManager};
+use crate::metrics::METRICS;
 
 /// Longest long-poll a fetch may ask for.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
@@ -153,6 +154,7 @@ impl Broker for BrokerService {
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let manager = &self.0;
         ready(manager)?;
+        let start = std::time::Instant::now();
         let req = request.into_inner();
         if req.min_metadata_offset > 0 {
             let _ = manager
@@ -252,6 +254,7 @@ impl Broker for BrokerService {
                 manager.auto_create(&name);
             }
         }
+        METRICS.request("metadata", start, []);
         Ok(Response::new(response))
     }
 
@@ -261,6 +264,7 @@ impl Broker for BrokerService {
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let manager = &self.0;
         ready(manager)?;
+        let start = std::time::Instant::now();
         let req = request.into_inner();
         let partitions: Vec<(TopicPartition, bytes::Bytes)> = req
             .topics
@@ -293,6 +297,14 @@ impl Broker for BrokerService {
                     .collect()
             }
         };
+        METRICS.request(
+            "produce",
+            start,
+            results
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().err().map(|e| e.code))
+                .collect::<Vec<_>>(),
+        );
         let topics = by_topic(results)
             .into_iter()
             .map(|(name, partitions)| pb::produce_response::TopicResponse {
@@ -329,8 +341,21 @@ impl Broker for BrokerService {
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let manager = &self.0;
         ready(manager)?;
+        let start = std::time::Instant::now();
         let req = fetch_request(request.into_inner())?;
-        Ok(Response::new(fetch_response(manager.fetch(&req).await)))
+        let results = manager.fetch(&req).await;
+        METRICS
+            .bytes_out
+            .add(results.iter().map(|r| r.records.len() as u64).sum());
+        METRICS.request(
+            "fetch",
+            start,
+            results
+                .iter()
+                .filter_map(|r| r.error.as_ref().map(|e| e.code))
+                .collect::<Vec<_>>(),
+        );
+        Ok(Response::new(fetch_response(results)))
     }
 
     type FetchStreamStream = ReceiverStream<Result<pb::FetchResponse, Status>>;
@@ -353,6 +378,9 @@ impl Broker for BrokerService {
                 tokio::spawn(async move { manager.fetch_continuously(req, core_tx).await })
             };
             while let Some(results) = core_rx.recv().await {
+                METRICS
+                    .bytes_out
+                    .add(results.iter().map(|r| r.records.len() as u64).sum());
                 if tx.send(Ok(fetch_response(results))).await.is_err() {
                     break;
                 }
@@ -581,6 +609,7 @@ impl Replication for ReplicationService {
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
+                let start = std::time::Instant::now();
                 let partitions: Vec<ReplicaFetchPartition> = req
                     .partitions
                     .iter()
@@ -601,6 +630,22 @@ impl Replication for ReplicationService {
                         &partitions,
                     )
                     .await;
+                match &fetched {
+                    Ok(results) => {
+                        METRICS
+                            .bytes_out
+                            .add(results.iter().map(|r| r.records.len() as u64).sum());
+                        METRICS.request(
+                            "replica_fetch",
+                            start,
+                            results
+                                .iter()
+                                .filter_map(|r| r.error.as_ref().map(|e| e.code))
+                                .collect::<Vec<_>>(),
+                        );
+                    }
+                    Err(err) => METRICS.request("replica_fetch", start, [err.code]),
+                }
                 let response = match fetched {
                     Ok(results) => pb::ReplicaFetchResponse {
                         error: ok(),

@@ -23,6 +23,7 @@ pub mod grpc;
 pub mod lifecycle;
 pub mod manager;
 pub mod metadata;
+pub mod metrics;
 pub mod partition;
 pub mod producers;
 pub mod replication;
@@ -100,6 +101,19 @@ pub async fn run(
     );
     tracing::info!(broker_id = config.broker_id, listen = %config.listen, advertised = %config.advertised_address, coordinators = ?config.coordinators, "broker starting");
 
+    let metrics_server = match config.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+            let scraped = manager.clone();
+            Some(tokio::spawn(tributary_node::metrics::serve(
+                listener,
+                Arc::new(move || metrics::render(&scraped)),
+            )))
+        }
+        None => None,
+    };
     let follower = tokio::spawn(metadata::follow(metadata.clone(), coordinators.clone()));
     let lifecycle = Arc::new(Lifecycle::new(manager.clone()));
     let heartbeats = tokio::spawn(lifecycle.clone().run());
@@ -110,6 +124,7 @@ pub async fn run(
         () = &mut shutdown => None,
     };
     let mut tasks = vec![follower, heartbeats];
+    tasks.extend(metrics_server);
     let fetchers = Arc::new(replication::Fetchers::new(
         manager.clone(),
         Arc::new(replication::GrpcTransport),

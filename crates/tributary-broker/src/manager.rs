@@ -663,6 +663,7 @@ impl ReplicaManager {
         // The append writes to the page cache (and fsyncs per flush.messages): keep it off the
         // runtime's other tasks (heartbeats among them).
         let (info, epoch) = tokio::task::block_in_place(|| partition.append(records, min_insync))?;
+        crate::metrics::METRICS.bytes_in.add(info.bytes as u64);
         Ok((
             Produced {
                 base_offset: info.first_offset,
@@ -1121,6 +1122,12 @@ impl ReplicaManager {
                 match (code, response.partition.as_ref()) {
                     (ErrorCode::None, Some(state)) => {
                         tracing::info!(partition = %proposal.tp, isr = ?state.isr, "ISR changed");
+                        let metrics = &crate::metrics::METRICS;
+                        if state.isr.len() > partition.role().isr.len() {
+                            metrics.isr_expands.add(1);
+                        } else {
+                            metrics.isr_shrinks.add(1);
+                        }
                         if let Err(err) = partition.apply_state(&PartitionState::from(state)) {
                             tracing::error!(partition = %proposal.tp, error = %err, "could not apply the new ISR");
                         }

@@ -723,6 +723,9 @@ impl Partition {
         };
         if leo < before {
             tracing::warn!(partition = %self.tp, from = before, to = leo, "truncated records the leader does not have");
+            crate::metrics::METRICS
+                .truncated_records
+                .add((before - leo) as u64);
             self.producers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

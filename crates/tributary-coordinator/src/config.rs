@@ -17,6 +17,7 @@ const KNOWN_KEYS: &[&str] = &[
     "broker_session_timeout_ms",
     "leader_rebalance_interval_ms",
     "join",
+    "metrics_listen",
 ];
 
 /// Everything a coordinator node needs to run.
@@ -39,6 +40,8 @@ pub struct CoordinatorConfig {
     pub leader_rebalance_interval_ms: u64,
     /// Wait to be added to an existing cluster rather than bootstrap one.
     pub join: bool,
+    /// Where Prometheus scrapes `GET /metrics` (none: no metrics endpoint).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for CoordinatorConfig {
@@ -52,6 +55,7 @@ impl Default for CoordinatorConfig {
             broker_session_timeout_ms: 9_000,
             leader_rebalance_interval_ms: 30_000,
             join: false,
+            metrics_listen: None,
         }
     }
 }
@@ -84,6 +88,9 @@ pub struct ConfigFlags {
     /// a new one.
     #[arg(long)]
     pub join: bool,
+    /// Prometheus endpoint address, e.g. 0.0.0.0:10191 (default: none).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl CoordinatorConfig {
@@ -125,6 +132,12 @@ impl CoordinatorConfig {
                 .get("leader_rebalance_interval_ms")
                 .context("leader_rebalance_interval_ms")?,
             join: raw.get("join").unwrap_or(false),
+            metrics_listen: match raw.get::<String>("metrics_listen") {
+                Ok(text) if !text.is_empty() => Some(text.parse().with_context(|| {
+                    format!("metrics_listen `{text}` is not an IP address and port")
+                })?),
+                _ => None,
+            },
         };
         if let Some(v) = flags.node_id {
             config.node_id = v;
@@ -145,6 +158,9 @@ impl CoordinatorConfig {
             config.broker_session_timeout_ms = v;
         }
         config.join |= flags.join;
+        if let Some(v) = flags.metrics_listen {
+            config.metrics_listen = Some(v);
+        }
         config.validate()?;
         Ok(config)
     }

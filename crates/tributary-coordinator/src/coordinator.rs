@@ -159,8 +159,21 @@ impl Coordinator {
         let changes = self.read(plan_elections);
         for change in changes {
             let partition = change.partition;
+            let kind = if change.unclean { "unclean" } else { "clean" };
+            let leader_change = self.read(|image| {
+                image
+                    .topic_name(change.topic_id)
+                    .ok()
+                    .and_then(|name| image.topics.get(name))
+                    .and_then(|t| t.partitions.get(change.partition as usize))
+                    .is_some_and(|p| p.leader != change.leader && change.leader.is_some())
+            });
             match self.write(MetadataRecord::ChangePartition(change)).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    if leader_change {
+                        crate::metrics::METRICS.elections.add(&[("kind", kind)], 1);
+                    }
+                }
                 // Another change got there first; the next round plans again.
                 Err(WriteError::Refused(err)) => {
                     tracing::debug!(partition, error = %err, "election change refused")

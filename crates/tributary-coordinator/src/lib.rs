@@ -12,6 +12,7 @@
 pub mod config;
 pub mod controller;
 pub mod coordinator;
+pub mod metrics;
 pub mod service;
 pub mod state;
 
@@ -100,12 +101,28 @@ pub async fn run(
         }
     }
 
+    let metrics_server = match config.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+            let scraped = coordinator.clone();
+            Some(tokio::spawn(tributary_node::metrics::serve(
+                listener,
+                Arc::new(move || metrics::render(&scraped)),
+            )))
+        }
+        None => None,
+    };
     let controller = tokio::spawn(controller::run(coordinator.clone()));
     let health_task = tokio::spawn(report_health(coordinator.clone(), health));
     shutdown.await;
     tracing::info!("shutting down");
     controller.abort();
     health_task.abort();
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     coordinator

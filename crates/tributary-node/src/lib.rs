@@ -5,6 +5,8 @@
 //! Architecture invariant: nothing here knows about Raft, metadata or partitions; a node's
 //! behaviour lives in its own crate.
 
+pub mod metrics;
+
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -117,6 +117,7 @@ pub struct ClusterBuilder {
     configs: HashMap<NodeKind, String>,
     env: Vec<(OsString, OsString)>,
     start_timeout: Duration,
+    metrics: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -130,6 +131,7 @@ impl Default for ClusterBuilder {
             configs: HashMap::new(),
             env: Vec::new(),
             start_timeout: Duration::from_secs(60),
+            metrics: false,
         }
     }
 }
@@ -186,6 +188,13 @@ impl ClusterBuilder {
     /// Sets an environment variable for every node.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Gives every node a Prometheus endpoint on a free port (`--metrics-listen`; see
+    /// [`Node::metrics_addr`]).
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
         self
     }
 
@@ -281,6 +290,11 @@ impl Cluster {
         let program = builder.program_for(kind)?;
         for attempt in 1..=PORT_ATTEMPTS {
             let ports = free_ports(count).context("picking free ports")?;
+            let mut metrics_ports = if builder.metrics {
+                free_ports(count).context("picking free ports")?
+            } else {
+                Vec::new()
+            };
             let ids = (0..count as u64).map(|i| kind.first_id() + i);
             let addrs: Vec<(u64, SocketAddr)> = ids
                 .zip(ports)
@@ -305,6 +319,9 @@ impl Cluster {
                 spec.coordinators.clone_from(&coordinators);
                 spec.config = builder.configs.get(&kind).cloned();
                 spec.extra_args = builder.args.get(&kind).cloned().unwrap_or_default();
+                spec.metrics_listen = metrics_ports
+                    .pop()
+                    .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
                 spec.env.clone_from(&builder.env);
                 self.nodes.push(Node::start(spec)?);
             }

@@ -174,6 +174,11 @@ impl Node {
         self.spec.listen
     }
 
+    /// Where the node serves Prometheus `GET /metrics`, if it was given an endpoint.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.spec.metrics_listen
+    }
+
     /// Its `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
         self.spec.data_dir()

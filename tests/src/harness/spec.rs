@@ -135,6 +135,8 @@ pub struct NodeSpec {
     /// The text of a TOML config: written to `<dir>/node.toml` at each start and passed as
     /// `--config`. Flags override it.
     pub config: Option<String>,
+    /// `--metrics-listen`: where the node serves Prometheus `GET /metrics` (none by default).
+    pub metrics_listen: Option<SocketAddr>,
     /// More flags, after the ones above.
     pub extra_args: Vec<OsString>,
     /// Environment variables set for the node (on top of the inherited environment; `RUST_LOG`
@@ -165,6 +167,7 @@ impl NodeSpec {
             advertised_address: listen.to_string(),
             coordinators: Vec::new(),
             config: None,
+            metrics_listen: None,
             extra_args: Vec::new(),
             env: Vec::new(),
             detached: false,
@@ -222,6 +225,9 @@ impl NodeSpec {
                 let addrs: Vec<&str> = self.coordinators.iter().map(|(_, a)| a.as_str()).collect();
                 args.extend(["--coordinators".into(), addrs.join(",").into()]);
             }
+        }
+        if let Some(metrics) = self.metrics_listen {
+            args.extend(["--metrics-listen".into(), metrics.to_string().into()]);
         }
         if self.config.is_some() {
             args.extend(["--config".into(), self.config_path().into()]);

@@ -234,3 +234,43 @@ pub async fn sync_brokers<'a>(
     }
     Ok(())
 }
+
+/// `GET /metrics` from a node's Prometheus endpoint.
+pub async fn scrape(addr: std::net::SocketAddr) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .context("connecting to the metrics endpoint timed out")??;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .context("reading the metrics timed out")??;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("an HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("metrics endpoint answered {head}");
+    }
+    Ok(body.to_owned())
+}
+
+/// The sum of the samples of `name` whose labels contain every `filter` (`key="value"`).
+pub fn metric(text: &str, name: &str, filter: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric == name && filter.iter().all(|f| labels.contains(f)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}

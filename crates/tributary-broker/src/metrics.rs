@@ -1,0 +1,194 @@
+//! The broker's Prometheus metrics: requests, errors and latency per API, bytes in and out,
+//! ISR changes, truncated records, and per-partition offsets rendered at scrape time.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use tributary_metadata::BrokerState;
+use tributary_node::metrics::{Counter, Exposition, FastCounter, Histogram, process_metrics};
+use tributary_proto::common::v1::ErrorCode;
+
+use crate::manager::ReplicaManager;
+
+/// Process-wide broker metrics.
+#[derive(Debug, Default)]
+pub struct BrokerMetrics {
+    requests: Counter,
+    errors: Counter,
+    latency: Histogram,
+    /// Produced record bytes appended as leader.
+    pub bytes_in: FastCounter,
+    /// Record bytes returned to consumers and followers.
+    pub bytes_out: FastCounter,
+    /// ISR shrinks this broker's proposals committed.
+    pub isr_shrinks: FastCounter,
+    /// ISR expansions this broker's proposals committed.
+    pub isr_expands: FastCounter,
+    /// Records removed by follower truncation (divergence after a failover; after an unclean
+    /// election, the records the new leader lacked).
+    pub truncated_records: FastCounter,
+}
+
+/// The broker's metrics.
+pub static METRICS: LazyLock<BrokerMetrics> = LazyLock::new(BrokerMetrics::default);
+
+impl BrokerMetrics {
+    /// Counts one request of `api` that took since `start`, with the per-partition error
+    /// codes it answered.
+    pub fn request(&self, api: &str, start: Instant, errors: impl IntoIterator<Item = ErrorCode>) {
+        self.requests.add(&[("api", api)], 1);
+        self.latency.observe(&[("api", api)], start.elapsed());
+        for code in errors {
+            if code != ErrorCode::None {
+                self.errors
+                    .add(&[("api", api), ("error", code.as_str_name())], 1);
+            }
+        }
+    }
+}
+
+/// The text of `GET /metrics`.
+pub fn render(manager: &ReplicaManager) -> String {
+    let m = &*METRICS;
+    let mut out = Exposition::default();
+    m.requests.render(
+        &mut out,
+        "tributary_requests_total",
+        "Requests served, by API.",
+    );
+    m.errors.render(
+        &mut out,
+        "tributary_request_errors_total",
+        "Per-partition (or per-request) errors answered, by API and Kafka error code.",
+    );
+    m.latency.render(
+        &mut out,
+        "tributary_request_duration_seconds",
+        "Time from receiving a request to answering it, by API.",
+    );
+    out.header(
+        "tributary_bytes_in_total",
+        "Record bytes appended as leader.",
+        "counter",
+    );
+    out.sample("tributary_bytes_in_total", &[], m.bytes_in.get() as f64);
+    out.header(
+        "tributary_bytes_out_total",
+        "Record bytes sent to consumers and followers.",
+        "counter",
+    );
+    out.sample("tributary_bytes_out_total", &[], m.bytes_out.get() as f64);
+    out.header(
+        "tributary_isr_shrinks_total",
+        "ISR shrinks committed for partitions led here.",
+        "counter",
+    );
+    out.sample(
+        "tributary_isr_shrinks_total",
+        &[],
+        m.isr_shrinks.get() as f64,
+    );
+    out.header(
+        "tributary_isr_expands_total",
+        "ISR expansions committed for partitions led here.",
+        "counter",
+    );
+    out.sample(
+        "tributary_isr_expands_total",
+        &[],
+        m.isr_expands.get() as f64,
+    );
+    out.header(
+        "tributary_truncated_records_total",
+        "Records a follower removed to match its leader (after an unclean election: records lost).",
+        "counter",
+    );
+    out.sample(
+        "tributary_truncated_records_total",
+        &[],
+        m.truncated_records.get() as f64,
+    );
+
+    let me = manager.broker_id();
+    let mut partitions = manager.partitions();
+    partitions.sort_by(|a, b| a.tp.cmp(&b.tp));
+    let mut under_replicated = 0;
+    out.header(
+        "tributary_partition_log_end_offset",
+        "Log end offset of each hosted partition.",
+        "gauge",
+    );
+    for p in &partitions {
+        let part = p.tp.partition.to_string();
+        out.sample(
+            "tributary_partition_log_end_offset",
+            &[("topic", &p.tp.topic), ("partition", &part)],
+            p.log().log_end_offset() as f64,
+        );
+    }
+    out.header(
+        "tributary_partition_high_watermark",
+        "High watermark of each hosted partition.",
+        "gauge",
+    );
+    for p in &partitions {
+        let part = p.tp.partition.to_string();
+        out.sample(
+            "tributary_partition_high_watermark",
+            &[("topic", &p.tp.topic), ("partition", &part)],
+            p.high_watermark() as f64,
+        );
+        let role = p.role();
+        if role.leader == Some(me) && role.isr.len() < role.replicas.len() {
+            under_replicated += 1;
+        }
+    }
+    out.gauge(
+        "tributary_under_replicated_partitions",
+        "Partitions led here whose ISR is smaller than their replica set.",
+        &[],
+        under_replicated as f64,
+    );
+    out.gauge(
+        "tributary_leader_partitions",
+        "Partitions led here.",
+        &[],
+        partitions
+            .iter()
+            .filter(|p| p.role().leader == Some(me))
+            .count() as f64,
+    );
+    let (offline, metadata_offset, running) = manager.metadata().read(|image| {
+        let offline = image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader.is_none())
+            .count();
+        let running = image
+            .brokers
+            .get(&me)
+            .is_some_and(|b| b.state == BrokerState::Running);
+        (offline, image.offset, running)
+    });
+    out.gauge(
+        "tributary_offline_partitions",
+        "Partitions in the cluster without a leader (as this broker's metadata shows).",
+        &[],
+        offline as f64,
+    );
+    out.gauge(
+        "tributary_metadata_offset",
+        "Metadata offset applied.",
+        &[],
+        metadata_offset as f64,
+    );
+    out.gauge(
+        "tributary_broker_running",
+        "1 when the metadata shows this broker registered and unfenced.",
+        &[],
+        if running { 1.0 } else { 0.0 },
+    );
+    process_metrics(&mut out);
+    out.finish()
+}
