@@ -286,6 +286,9 @@ impl Producer {
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let (tx, rx) = oneshot::channel();
         let config = &inner.config;
+        // Counted before the record can reach a batch: the sender may send and complete it
+        // before this function returns, and its completion must find it counted.
+        inner.outstanding.send_modify(|n| *n += 1);
         {
             let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let partition = match explicit {
@@ -354,7 +357,6 @@ impl Producer {
                     .insert(record.topic.clone(), random_partition(count));
             }
         }
-        inner.outstanding.send_modify(|n| *n += 1);
         inner.wake.notify_one();
         Ok(DeliveryFuture(rx))
     }
