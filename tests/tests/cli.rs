@@ -32,9 +32,25 @@ fn tributary(args: &[&str], stdin: Option<&str>) -> Result<Output> {
             .context("stdin")?
             .write_all(text.as_bytes())?;
     }
-    // Every invocation here ends by itself (bounded waits inside the tool); the harness's
-    // timeouts would name the hang.
-    Ok(child.wait_with_output()?)
+    // Every invocation ends by itself (the tool's waits are bounded); a hang is killed after
+    // 60 s and reported with what the tool printed.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = tx.send(());
+        out
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let out = waiter.join().expect("waiter thread")?;
+        anyhow::bail!(
+            "`tributary {}` did not finish within 60 s; stderr: {}",
+            args.join(" "),
+            text(&out.stderr)
+        );
+    }
+    Ok(waiter.join().expect("waiter thread")?)
 }
 
 fn text(bytes: &[u8]) -> String {

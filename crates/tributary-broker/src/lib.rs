@@ -101,19 +101,10 @@ pub async fn run(
     );
     tracing::info!(broker_id = config.broker_id, listen = %config.listen, advertised = %config.advertised_address, coordinators = ?config.coordinators, "broker starting");
 
-    let metrics_server = match config.metrics_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
-            let scraped = manager.clone();
-            Some(tokio::spawn(tributary_node::metrics::serve(
-                listener,
-                Arc::new(move || metrics::render(&scraped)),
-            )))
-        }
-        None => None,
-    };
+    let scraped = manager.clone();
+    let metrics_server =
+        tributary_node::metrics::spawn(config.metrics_listen, move || metrics::render(&scraped))
+            .await?;
     let follower = tokio::spawn(metadata::follow(metadata.clone(), coordinators.clone()));
     let lifecycle = Arc::new(Lifecycle::new(manager.clone()));
     let heartbeats = tokio::spawn(lifecycle.clone().run());

@@ -101,19 +101,10 @@ pub async fn run(
         }
     }
 
-    let metrics_server = match config.metrics_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
-            let scraped = coordinator.clone();
-            Some(tokio::spawn(tributary_node::metrics::serve(
-                listener,
-                Arc::new(move || metrics::render(&scraped)),
-            )))
-        }
-        None => None,
-    };
+    let scraped = coordinator.clone();
+    let metrics_server =
+        tributary_node::metrics::spawn(config.metrics_listen, move || metrics::render(&scraped))
+            .await?;
     let controller = tokio::spawn(controller::run(coordinator.clone()));
     let health_task = tokio::spawn(report_health(coordinator.clone(), health));
     shutdown.await;

@@ -189,6 +189,22 @@ pub fn process_metrics(out: &mut Exposition) {
     }
 }
 
+/// Binds `addr` (when a metrics endpoint is configured) and serves `render`'s text there in a
+/// task of its own; `None` when `addr` is.
+pub async fn spawn(
+    addr: Option<std::net::SocketAddr>,
+    render: impl Fn() -> String + Send + Sync + 'static,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use anyhow::Context;
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    Ok(Some(tokio::spawn(serve(listener, Arc::new(render)))))
+}
+
 /// Serves `GET /metrics` with `render`'s text on `listener` until the task is dropped. Any
 /// other request gets 404; each connection answers one request and closes.
 pub async fn serve(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + Sync>) {
