@@ -4,6 +4,7 @@
 //! nothing has to be installed by hand.
 
 mod cluster;
+mod docker;
 
 use std::process::{Command, ExitCode};
 
@@ -13,14 +14,20 @@ const HELP: &str = "\
 cargo xtask <task> [options]
 
 tasks:
-  test [--no-lint]   every check and test of the workspace: rustfmt, clippy (-D warnings),
+  test [--no-lint] [--no-docker]
+                     every check and test of the workspace: rustfmt, clippy (-D warnings),
                      then builds every binary and runs all unit, property, crash, integration
-                     and doc tests (--no-lint: skip rustfmt and clippy)
+                     and doc tests, deploy-check and compose-test (--no-lint: skip rustfmt
+                     and clippy; --no-docker: skip compose-test)
 ";
 
 /// The help text: the tasks above, the cluster tasks, `help`.
 fn help() -> String {
-    format!("{HELP}{}  help               this text\n", cluster::HELP)
+    format!(
+        "{HELP}{}{}  help               this text\n",
+        cluster::HELP,
+        docker::HELP
+    )
 }
 
 fn main() -> ExitCode {
@@ -43,6 +50,9 @@ fn run(args: Vec<String>) -> Result<()> {
         "cluster-up" => cluster::up(rest, &workspace_root()),
         "cluster-down" => cluster::down(rest, &workspace_root()),
         "cluster-status" => cluster::status(rest, &workspace_root()),
+        "docker-build" => docker::docker_build(rest, &workspace_root()),
+        "compose-test" => docker::compose_test(rest, &workspace_root()),
+        "deploy-check" => docker::deploy_check(rest, &workspace_root()),
         "help" | "--help" | "-h" => {
             print!("{}", help());
             Ok(())
@@ -52,7 +62,8 @@ fn run(args: Vec<String>) -> Result<()> {
 }
 
 /// `cargo xtask test`: rustfmt and clippy (unless `--no-lint`), `cargo build --workspace
-/// --bins`, `cargo test --workspace --all-targets`, then the doctests.
+/// --bins`, `cargo test --workspace --all-targets`, the doctests, then `deploy-check` and
+/// `compose-test` (unless `--no-docker`; skipped with a message where no Docker engine runs).
 ///
 /// The build step is what puts `target/debug/tributary-coordinator` (and every other service
 /// binary) in place before the integration tests start it through the harness: cargo itself
@@ -61,9 +72,11 @@ fn run(args: Vec<String>) -> Result<()> {
 /// `tributary-tests`'.
 fn test(args: &[String]) -> Result<()> {
     let mut lint = true;
+    let mut docker = true;
     for arg in args {
         match arg.as_str() {
             "--no-lint" => lint = false,
+            "--no-docker" => docker = false,
             other => bail!("unknown option `{other}` for `cargo xtask test`"),
         }
     }
@@ -83,6 +96,12 @@ fn test(args: &[String]) -> Result<()> {
     // Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
+    // deploy/ against the binaries just built, then the Compose round trip (torn down before
+    // returning, so the default ports are free again).
+    docker::deploy_check(&[], &workspace_root())?;
+    if docker {
+        docker::test_step(&workspace_root())?;
+    }
     Ok(())
 }
 

@@ -8,11 +8,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::listeners::{self, DEFAULT_LISTENER, Listener, is_host_port};
+
 const KNOWN_KEYS: &[&str] = &[
     "broker_id",
     "data_dir",
     "listen",
     "advertised_address",
+    "listeners",
+    "advertised_listeners",
+    "inter_broker_listener_name",
     "coordinators",
     "rack",
     "auto_create_topics_enable",
@@ -29,6 +34,15 @@ const KNOWN_KEYS: &[&str] = &[
     "replica_fetch_max_bytes",
     "replica_fetch_response_max_bytes",
     "producer_id_expiration_ms",
+    "offsets_topic_num_partitions",
+    "offsets_topic_replication_factor",
+    "offsets_commit_timeout_ms",
+    "offsets_retention_minutes",
+    "offsets_retention_check_interval_ms",
+    "group_initial_rebalance_delay_ms",
+    "group_min_session_timeout_ms",
+    "group_max_session_timeout_ms",
+    "group_max_size",
     "metrics_listen",
 ];
 
@@ -39,10 +53,16 @@ pub struct BrokerConfig {
     pub broker_id: i32,
     /// `log.dirs`: where partition directories live.
     pub data_dir: PathBuf,
-    /// The client and replication gRPC listen address.
+    /// The single-listener shorthand: where the `PLAINTEXT` listener binds. Used when set
+    /// explicitly or when `listeners` is empty; [`BrokerConfig::listeners`] is what is bound.
     pub listen: SocketAddr,
-    /// The address clients and other brokers use to reach this one (`host:port`).
+    /// The shorthand's advertised address (`host:port`) for the `PLAINTEXT` listener.
     pub advertised_address: String,
+    /// Every listener the broker binds (Kafka's `listeners` + `advertised.listeners`, plus the
+    /// shorthand's `PLAINTEXT` when it applies), each serving every service.
+    pub listeners: Vec<Listener>,
+    /// `inter.broker.listener.name`: the listener followers fetch from their leaders over.
+    pub inter_broker_listener_name: String,
     /// The coordinators' addresses (any one answers; followers forward to the controller).
     pub coordinators: Vec<String>,
     /// `broker.rack`.
@@ -78,6 +98,26 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: u64,
     /// Where Prometheus scrapes `GET /metrics` (none: no metrics endpoint).
     pub metrics_listen: Option<SocketAddr>,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when created.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor`: its replication factor (it is created only once
+    /// this many brokers run).
+    pub offsets_topic_replication_factor: i32,
+    /// `offsets.commit.timeout.ms`: how long a commit waits for replication.
+    pub offsets_commit_timeout_ms: u64,
+    /// `offsets.retention.minutes`: an empty group's offsets are kept this long.
+    pub offsets_retention_minutes: u64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: an empty group's first rebalance waits this long
+    /// for more members (Kafka's default is 3000; ours 500, see ARCHITECTURE.md).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`.
+    pub group_max_size: i32,
 }
 
 impl Default for BrokerConfig {
@@ -87,6 +127,12 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("data"),
             listen: "0.0.0.0:9092".parse().expect("valid address"),
             advertised_address: "localhost:9092".into(),
+            listeners: vec![Listener {
+                name: DEFAULT_LISTENER.into(),
+                bind: "0.0.0.0:9092".parse().expect("valid address"),
+                advertised: "localhost:9092".into(),
+            }],
+            inter_broker_listener_name: DEFAULT_LISTENER.into(),
             coordinators: vec![
                 "localhost:9191".into(),
                 "localhost:9192".into(),
@@ -108,6 +154,15 @@ impl Default for BrokerConfig {
             replica_fetch_response_max_bytes: 10_485_760,
             producer_id_expiration_ms: 86_400_000,
             metrics_listen: None,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            offsets_commit_timeout_ms: 5_000,
+            offsets_retention_minutes: 10_080,
+            offsets_retention_check_interval_ms: 600_000,
+            group_initial_rebalance_delay_ms: 500,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: i32::MAX,
         }
     }
 }
@@ -124,12 +179,24 @@ pub struct ConfigFlags {
     /// Data directory (partition logs).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// gRPC listen address, e.g. 0.0.0.0:9092.
+    /// gRPC listen address of the PLAINTEXT listener, e.g. 0.0.0.0:9092 (the single-listener
+    /// shorthand; default 0.0.0.0:9092 unless --listeners is given).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Address advertised to clients and other brokers, e.g. broker-1:9092.
+    /// Address the PLAINTEXT listener is advertised as, e.g. broker-1:9092 (default: the listen
+    /// address, localhost for 0.0.0.0).
     #[arg(long, value_name = "HOST:PORT")]
     pub advertised_address: Option<String>,
+    /// Named listeners to bind, Kafka style:
+    /// INTERNAL://0.0.0.0:19092,EXTERNAL://0.0.0.0:9092.
+    #[arg(long, value_name = "NAME://ADDR,...")]
+    pub listeners: Option<String>,
+    /// Each listener's advertised address: INTERNAL://broker-1:19092,EXTERNAL://localhost:9092.
+    #[arg(long, value_name = "NAME://HOST:PORT,...")]
+    pub advertised_listeners: Option<String>,
+    /// The listener brokers replicate over (default: PLAINTEXT, or the only listener).
+    #[arg(long, value_name = "NAME")]
+    pub inter_broker_listener_name: Option<String>,
     /// Coordinator addresses: host:9191,host:9192,...
     #[arg(long, value_name = "HOST:PORT,...")]
     pub coordinators: Option<String>,
@@ -148,8 +215,6 @@ impl BrokerConfig {
         let builder = config::Config::builder()
             .set_default("broker_id", d.broker_id)?
             .set_default("data_dir", d.data_dir.display().to_string())?
-            .set_default("listen", d.listen.to_string())?
-            .set_default("advertised_address", d.advertised_address.clone())?
             .set_default("coordinators", d.coordinators.join(","))?
             .set_default("auto_create_topics_enable", d.auto_create_topics_enable)?
             .set_default("num_partitions", d.num_partitions)?
@@ -179,20 +244,44 @@ impl BrokerConfig {
                 "replica_fetch_response_max_bytes",
                 d.replica_fetch_response_max_bytes,
             )?
-            .set_default("producer_id_expiration_ms", d.producer_id_expiration_ms)?;
+            .set_default("producer_id_expiration_ms", d.producer_id_expiration_ms)?
+            .set_default(
+                "offsets_topic_num_partitions",
+                d.offsets_topic_num_partitions,
+            )?
+            .set_default(
+                "offsets_topic_replication_factor",
+                d.offsets_topic_replication_factor,
+            )?
+            .set_default("offsets_commit_timeout_ms", d.offsets_commit_timeout_ms)?
+            .set_default("offsets_retention_minutes", d.offsets_retention_minutes)?
+            .set_default(
+                "offsets_retention_check_interval_ms",
+                d.offsets_retention_check_interval_ms,
+            )?
+            .set_default(
+                "group_initial_rebalance_delay_ms",
+                d.group_initial_rebalance_delay_ms,
+            )?
+            .set_default(
+                "group_min_session_timeout_ms",
+                d.group_min_session_timeout_ms,
+            )?
+            .set_default(
+                "group_max_session_timeout_ms",
+                d.group_max_session_timeout_ms,
+            )?
+            .set_default("group_max_size", d.group_max_size)?;
         let raw = tributary_node::layer(builder, flags.config.as_deref(), KNOWN_KEYS)?;
         let get_u64 = |key: &str| raw.get::<u64>(key).with_context(|| key.to_owned());
         let mut config = Self {
             broker_id: raw.get("broker_id").context("broker_id")?,
             data_dir: raw.get::<String>("data_dir").context("data_dir")?.into(),
-            listen: raw
-                .get::<String>("listen")
-                .context("listen")?
-                .parse()
-                .context("listen must be an IP address and port, e.g. 0.0.0.0:9092")?,
-            advertised_address: raw
-                .get("advertised_address")
-                .context("advertised_address")?,
+            // Resolved below with the listeners.
+            listen: d.listen,
+            advertised_address: d.advertised_address.clone(),
+            listeners: Vec::new(),
+            inter_broker_listener_name: String::new(),
             coordinators: parse_addresses(&raw.get::<String>("coordinators")?)?,
             rack: raw.get::<String>("rack").ok().filter(|r| !r.is_empty()),
             auto_create_topics_enable: raw
@@ -220,6 +309,23 @@ impl BrokerConfig {
             )?)
             .context("replica_fetch_response_max_bytes")?,
             producer_id_expiration_ms: get_u64("producer_id_expiration_ms")?,
+            offsets_topic_num_partitions: raw
+                .get("offsets_topic_num_partitions")
+                .context("offsets_topic_num_partitions")?,
+            offsets_topic_replication_factor: raw
+                .get("offsets_topic_replication_factor")
+                .context("offsets_topic_replication_factor")?,
+            offsets_commit_timeout_ms: get_u64("offsets_commit_timeout_ms")?,
+            offsets_retention_minutes: get_u64("offsets_retention_minutes")?,
+            offsets_retention_check_interval_ms: get_u64("offsets_retention_check_interval_ms")?,
+            group_initial_rebalance_delay_ms: get_u64("group_initial_rebalance_delay_ms")?,
+            group_min_session_timeout_ms: raw
+                .get("group_min_session_timeout_ms")
+                .context("group_min_session_timeout_ms")?,
+            group_max_session_timeout_ms: raw
+                .get("group_max_session_timeout_ms")
+                .context("group_max_session_timeout_ms")?,
+            group_max_size: raw.get("group_max_size").context("group_max_size")?,
             metrics_listen: match raw.get::<String>("metrics_listen") {
                 Ok(text) if !text.is_empty() => Some(text.parse().with_context(|| {
                     format!("metrics_listen `{text}` is not an IP address and port")
@@ -233,12 +339,43 @@ impl BrokerConfig {
         if let Some(v) = &flags.data_dir {
             config.data_dir = v.clone();
         }
-        if let Some(v) = flags.listen {
-            config.listen = v;
+        // Listeners: the shorthand (`listen`, `advertised_address`) applies when given or when
+        // `listeners` is empty.
+        let text = |flag: &Option<String>, key: &str| {
+            flag.clone()
+                .or_else(|| raw.get::<String>(key).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let listen = match (flags.listen, text(&None, "listen")) {
+            (Some(v), _) => Some(v),
+            (None, Some(text)) => Some(text.parse().with_context(|| {
+                format!("listen `{text}` must be an IP address and port, e.g. 0.0.0.0:9092")
+            })?),
+            (None, None) => None,
+        };
+        let advertised = text(&flags.advertised_address, "advertised_address");
+        let listeners = text(&flags.listeners, "listeners").unwrap_or_default();
+        let advertised_listeners =
+            text(&flags.advertised_listeners, "advertised_listeners").unwrap_or_default();
+        let inter_broker = text(
+            &flags.inter_broker_listener_name,
+            "inter_broker_listener_name",
+        );
+        let shorthand = listen.is_some() || advertised.is_some() || listeners.is_empty();
+        config.listen = listen.unwrap_or(d.listen);
+        config.advertised_address = advertised.unwrap_or_else(|| default_advertised(config.listen));
+        if shorthand && !is_host_port(&config.advertised_address) {
+            bail!(
+                "advertised_address `{}` is not HOST:PORT",
+                config.advertised_address
+            );
         }
-        if let Some(v) = &flags.advertised_address {
-            config.advertised_address = v.clone();
-        }
+        (config.listeners, config.inter_broker_listener_name) = listeners::resolve(
+            shorthand.then(|| (config.listen, config.advertised_address.clone())),
+            &listeners,
+            &advertised_listeners,
+            inter_broker.as_deref(),
+        )?;
         if let Some(v) = &flags.coordinators {
             config.coordinators = parse_addresses(v)?;
         }
@@ -260,10 +397,17 @@ impl BrokerConfig {
         if self.coordinators.is_empty() {
             bail!("coordinators must list at least one HOST:PORT");
         }
-        if !is_host_port(&self.advertised_address) {
+        if self.listeners.is_empty() {
+            bail!("the broker needs at least one listener");
+        }
+        if !self
+            .listeners
+            .iter()
+            .any(|l| l.name == self.inter_broker_listener_name)
+        {
             bail!(
-                "advertised_address `{}` is not HOST:PORT",
-                self.advertised_address
+                "inter_broker_listener_name {} is not one of the listeners",
+                self.inter_broker_listener_name
             );
         }
         if self.num_partitions < 1 {
@@ -271,6 +415,24 @@ impl BrokerConfig {
         }
         if self.default_replication_factor < 1 {
             bail!("default_replication_factor must be at least 1");
+        }
+        if self.offsets_topic_num_partitions < 1 {
+            bail!("offsets_topic_num_partitions must be at least 1");
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            bail!("offsets_topic_replication_factor must be at least 1");
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            bail!(
+                "group_min_session_timeout_ms ({}) must be at least 1 and at most group_max_session_timeout_ms ({})",
+                self.group_min_session_timeout_ms,
+                self.group_max_session_timeout_ms
+            );
+        }
+        if self.group_max_size < 1 {
+            bail!("group_max_size must be at least 1");
         }
         if self.broker_heartbeat_interval_ms == 0
             || self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms
@@ -294,6 +456,30 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// The listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
+            offsets_topic_replication_factor: self.offsets_topic_replication_factor,
+            offsets_commit_timeout: Duration::from_millis(self.offsets_commit_timeout_ms),
+            offsets_retention: Duration::from_secs(self.offsets_retention_minutes * 60),
+            offsets_retention_check_interval: Duration::from_millis(
+                self.offsets_retention_check_interval_ms,
+            ),
+            group_initial_rebalance_delay: Duration::from_millis(
+                self.group_initial_rebalance_delay_ms,
+            ),
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms,
+            group_max_size: usize::try_from(self.group_max_size).unwrap_or(usize::MAX),
+        }
+    }
+
     /// `broker.session.timeout.ms`.
     pub fn session_timeout(&self) -> Duration {
         Duration::from_millis(self.broker_session_timeout_ms)
@@ -310,9 +496,14 @@ impl BrokerConfig {
     }
 }
 
-fn is_host_port(text: &str) -> bool {
-    text.rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+/// The shorthand's advertised address when none is given: the listen address, with
+/// `localhost` for a wildcard IP.
+fn default_advertised(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        format!("localhost:{}", listen.port())
+    } else {
+        listen.to_string()
+    }
 }
 
 /// Parses `host:9191,host:9192`.
@@ -360,5 +551,72 @@ mod tests {
 
         std::fs::write(&file, "broker_heartbeat_interval_ms = 9000\n").unwrap();
         assert!(BrokerConfig::load(&flags).is_err());
+    }
+
+    #[test]
+    fn listeners_and_the_single_listener_shorthand() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.toml");
+        let load = |toml: &str, flags: ConfigFlags| {
+            std::fs::write(&file, toml).unwrap();
+            BrokerConfig::load(&ConfigFlags {
+                config: Some(file.clone()),
+                ..flags
+            })
+        };
+        // Nothing set: PLAINTEXT on 0.0.0.0:9092, advertised as localhost:9092.
+        let config = load("", ConfigFlags::default()).unwrap();
+        assert_eq!(config.listeners, BrokerConfig::default().listeners);
+        assert_eq!(config.inter_broker_listener_name, "PLAINTEXT");
+
+        // The shorthand: advertised defaults to the listen address.
+        let flags = ConfigFlags {
+            listen: Some("127.0.0.1:9500".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = load("", flags).unwrap();
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].advertised, "127.0.0.1:9500");
+
+        // Kafka's listeners replace the shorthand.
+        let toml = "listeners = \"INTERNAL://0.0.0.0:19092,EXTERNAL://0.0.0.0:9092\"\n\
+                    advertised_listeners = \"INTERNAL://broker-1:19092,EXTERNAL://localhost:9092\"\n\
+                    inter_broker_listener_name = \"INTERNAL\"\n";
+        let config = load(toml, ConfigFlags::default()).unwrap();
+        let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["INTERNAL", "EXTERNAL"]);
+        assert_eq!(config.inter_broker_listener_name, "INTERNAL");
+        assert_eq!(
+            config.listener("INTERNAL").unwrap().advertised,
+            "broker-1:19092"
+        );
+
+        // A flag overrides the file's list.
+        let flags = ConfigFlags {
+            inter_broker_listener_name: Some("EXTERNAL".into()),
+            ..Default::default()
+        };
+        let config = load(toml, flags).unwrap();
+        assert_eq!(config.inter_broker_listener_name, "EXTERNAL");
+
+        // Both: the shorthand's PLAINTEXT plus the named listeners.
+        let flags = ConfigFlags {
+            listen: Some("127.0.0.1:9500".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = load(toml, flags).unwrap();
+        assert_eq!(config.listeners.len(), 3);
+        assert_eq!(config.listeners[0].name, "PLAINTEXT");
+
+        // Several listeners, none PLAINTEXT, no inter-broker name.
+        let err = format!(
+            "{:#}",
+            load(
+                "listeners = \"A://127.0.0.1:1,B://127.0.0.1:2\"\n",
+                ConfigFlags::default()
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("inter_broker_listener_name"), "{err}");
     }
 }

@@ -21,7 +21,8 @@ use crate::api::{
     Acks, FetchPartition, FetchRequest, FetchedPartition, Isolation, LeaderHint, OffsetQuery,
     PartitionError, ProduceRequest, TopicPartition,
 };
-use crate::manager::{LISTENER, ReplicaFetchPartition, ReplicaManager};
+use crate::listeners;
+use crate::manager::{ReplicaFetchPartition, ReplicaManager};
 use crate::metrics::METRICS;
 
 /// Longest long-poll a fetch may ask for.
@@ -52,11 +53,23 @@ fn wire_error(err: &PartitionError) -> Option<WireError> {
     Some(WireError::new(err.code, err.message.clone()))
 }
 
-fn wire_hint(hint: &Option<LeaderHint>) -> Option<pb::LeaderHint> {
+/// A leader hint for a client on `listener`: the leader's address on that listener.
+fn wire_hint(
+    manager: &ReplicaManager,
+    listener: &str,
+    hint: &Option<LeaderHint>,
+) -> Option<pb::LeaderHint> {
     hint.as_ref().map(|h| pb::LeaderHint {
         leader_id: h.leader.unwrap_or(-1),
         leader_epoch: h.leader_epoch,
-        address: h.address.clone().unwrap_or_default(),
+        address: h
+            .leader
+            .and_then(|leader| {
+                manager
+                    .metadata()
+                    .read(|image| listeners::advertised_address(image, leader, listener))
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -118,7 +131,11 @@ fn fetch_request(req: pb::FetchRequest) -> Result<FetchRequest, Status> {
     })
 }
 
-fn fetch_response(results: Vec<FetchedPartition>) -> pb::FetchResponse {
+fn fetch_response(
+    manager: &ReplicaManager,
+    listener: &str,
+    results: Vec<FetchedPartition>,
+) -> pb::FetchResponse {
     let topics = by_topic(results.into_iter().map(|r| (r.tp.clone(), r)))
         .into_iter()
         .map(|(name, partitions)| pb::fetch_response::TopicData {
@@ -128,7 +145,10 @@ fn fetch_response(results: Vec<FetchedPartition>) -> pb::FetchResponse {
                 .map(|(partition, r)| pb::fetch_response::PartitionData {
                     partition,
                     error: r.error.as_ref().map_or_else(ok, wire_error),
-                    current_leader: r.error.as_ref().and_then(|e| wire_hint(&e.leader)),
+                    current_leader: r
+                        .error
+                        .as_ref()
+                        .and_then(|e| wire_hint(manager, listener, &e.leader)),
                     high_watermark: r.high_watermark,
                     last_stable_offset: r.last_stable_offset,
                     log_start_offset: r.log_start_offset,
@@ -142,9 +162,14 @@ fn fetch_response(results: Vec<FetchedPartition>) -> pb::FetchResponse {
     pb::FetchResponse { topics }
 }
 
-/// The client-facing broker service.
+/// The client-facing broker service, one per listener.
 #[derive(Debug, Clone)]
-pub struct BrokerService(pub Arc<ReplicaManager>);
+pub struct BrokerService(
+    pub Arc<ReplicaManager>,
+    /// The name of the listener this instance serves: every broker address it answers with
+    /// is that broker's address on this listener ([`listeners::advertised_address`]).
+    pub Arc<str>,
+);
 
 #[tonic::async_trait]
 impl Broker for BrokerService {
@@ -169,7 +194,7 @@ impl Broker for BrokerService {
                 .values()
                 .map(|b| pb::metadata_response::BrokerEndpoint {
                     broker_id: b.id,
-                    address: b.listeners.get(LISTENER).cloned().unwrap_or_default(),
+                    address: listeners::broker_address(b, &self.1).unwrap_or_default(),
                     rack: b.rack.clone(),
                     state: match b.state {
                         BrokerState::Running => "RUNNING",
@@ -326,7 +351,7 @@ impl Broker for BrokerService {
                             base_offset: -1,
                             log_append_time_ms: -1,
                             log_start_offset: -1,
-                            current_leader: wire_hint(&e.leader),
+                            current_leader: wire_hint(manager, &self.1, &e.leader),
                         },
                     })
                     .collect(),
@@ -355,7 +380,7 @@ impl Broker for BrokerService {
                 .filter_map(|r| r.error.as_ref().map(|e| e.code))
                 .collect::<Vec<_>>(),
         );
-        Ok(Response::new(fetch_response(results)))
+        Ok(Response::new(fetch_response(manager, &self.1, results)))
     }
 
     type FetchStreamStream = ReceiverStream<Result<pb::FetchResponse, Status>>;
@@ -365,6 +390,7 @@ impl Broker for BrokerService {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStreamStream>, Status> {
         let manager = self.0.clone();
+        let listener = self.1.clone();
         ready(&manager)?;
         let mut req = fetch_request(request.into_inner())?;
         if req.max_wait.is_zero() {
@@ -381,7 +407,8 @@ impl Broker for BrokerService {
                 METRICS
                     .bytes_out
                     .add(results.iter().map(|r| r.records.len() as u64).sum());
-                if tx.send(Ok(fetch_response(results))).await.is_err() {
+                let response = fetch_response(&manager, &listener, results);
+                if tx.send(Ok(response)).await.is_err() {
                     break;
                 }
             }
@@ -464,7 +491,7 @@ impl Broker for BrokerService {
                                 offset: -1,
                                 timestamp: -1,
                                 leader_epoch: -1,
-                                current_leader: wire_hint(&e.leader),
+                                current_leader: wire_hint(manager, &self.1, &e.leader),
                             },
                         })
                         .collect(),

@@ -19,8 +19,10 @@ pub mod api;
 pub mod config;
 pub mod coordinators;
 pub mod dirs;
+pub mod group;
 pub mod grpc;
 pub mod lifecycle;
+pub mod listeners;
 pub mod manager;
 pub mod metadata;
 pub mod metrics;
@@ -35,6 +37,7 @@ use anyhow::{Context, Result, bail};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tributary_proto::broker::v1::broker_server::BrokerServer;
+use tributary_proto::broker::v1::group_server::GroupServer;
 use tributary_proto::broker::v1::replication_server::ReplicationServer;
 use tributary_proto::coordinator::v1::admin_server::AdminServer;
 
@@ -67,39 +70,63 @@ pub async fn run(
         metadata.clone(),
         coordinators.clone(),
     )?);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let groups = group::GroupCoordinator::new(manager.clone(), config.group_config());
+    // Every listener is bound first, so a taken port fails the start at once.
+    let mut sockets = Vec::new();
+    for l in &config.listeners {
+        let socket = TcpListener::bind(l.bind)
+            .await
+            .with_context(|| format!("binding listener {} on {}", l.name, l.bind))?;
+        sockets.push((l.name.clone(), socket));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    let broker_service = BrokerServer::new(grpc::BrokerService(manager.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin_service = AdminServer::new(grpc::AdminService(manager.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let replication_service = ReplicationServer::new(grpc::ReplicationService(manager.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // TCP_NODELAY on every accepted connection: without it Nagle's algorithm and delayed ACKs
-    // add ~40 ms to small request/response exchanges (acks=all, replica fetches, Raft).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        Server::builder()
-            .max_frame_size(Some(MAX_FRAME_SIZE))
-            .add_service(health_service)
-            .add_service(broker_service)
-            .add_service(admin_service)
-            .add_service(replication_service)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
-    );
-    tracing::info!(broker_id = config.broker_id, listen = %config.listen, advertised = %config.advertised_address, coordinators = ?config.coordinators, "broker starting");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One server per listener, each with every service; the services that name addresses
+    // know which listener they serve (Kafka's rule, see `listeners`).
+    let mut servers = Vec::new();
+    for (name, socket) in sockets {
+        let listener: Arc<str> = name.into();
+        let broker_service =
+            BrokerServer::new(grpc::BrokerService(manager.clone(), listener.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let admin_service = AdminServer::new(grpc::AdminService(manager.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let replication_service = ReplicationServer::new(grpc::ReplicationService(manager.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let group_service = GroupServer::new(group::grpc::GroupService::new(
+            groups.clone(),
+            listener.clone(),
+        ));
+        // TCP_NODELAY on every accepted connection: without it Nagle's algorithm and delayed
+        // ACKs add ~40 ms to small request/response exchanges (acks=all, replica fetches, Raft).
+        let incoming = tonic::transport::server::TcpIncoming::from(socket).with_nodelay(Some(true));
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(
+            Server::builder()
+                .max_frame_size(Some(MAX_FRAME_SIZE))
+                .add_service(health_service.clone())
+                .add_service(broker_service)
+                .add_service(admin_service)
+                .add_service(replication_service)
+                .add_service(group_service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                }),
+        ));
+    }
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{} (advertised {})", l.name, l.bind, l.advertised))
+        .collect();
+    tracing::info!(broker_id = config.broker_id, listeners = ?listeners, inter_broker_listener = %config.inter_broker_listener_name, coordinators = ?config.coordinators, "broker starting");
 
     let scraped = manager.clone();
     let metrics_server =
@@ -129,6 +156,7 @@ pub async fn run(
             )));
             tasks.push(tokio::spawn(shrink_isrs(manager.clone())));
             tasks.push(tokio::spawn(upkeep(manager.clone())));
+            tasks.push(tokio::spawn(groups.clone().run()));
             tasks.push(tokio::spawn(report_health(manager.clone(), health)));
             shutdown.await;
             tracing::info!("shutting down: moving leaderships away");
@@ -144,7 +172,7 @@ pub async fn run(
             for task in &tasks {
                 task.abort();
             }
-            let _ = stop_tx.send(());
+            stop_tx.send_replace(true);
             return Err(err);
         }
         None => tracing::info!("shutting down during start-up"),
@@ -153,8 +181,13 @@ pub async fn run(
         task.abort();
     }
     fetchers.stop();
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        for server in servers {
+            let _ = server.await;
+        }
+    })
+    .await;
     let closer = manager.clone();
     tokio::task::spawn_blocking(move || closer.close_all())
         .await

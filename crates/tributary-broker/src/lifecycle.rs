@@ -16,7 +16,7 @@ use tributary_proto::coordinator::v1 as pb;
 use tributary_proto::coordinator::v1::broker_lifecycle_client::BrokerLifecycleClient;
 use uuid::Uuid;
 
-use crate::manager::{LISTENER, ReplicaManager};
+use crate::manager::ReplicaManager;
 
 /// The broker's registration and heartbeats.
 #[derive(Debug)]
@@ -78,7 +78,11 @@ impl Lifecycle {
         let request = pb::RegisterBrokerRequest {
             broker_id: config.broker_id,
             incarnation: self.incarnation.as_bytes().to_vec().into(),
-            listeners: [(LISTENER.to_owned(), config.advertised_address.clone())].into(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.advertised.clone()))
+                .collect(),
             rack: config.rack.clone(),
         };
         let mut backoff = Duration::from_millis(100);

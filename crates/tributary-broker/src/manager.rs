@@ -173,6 +173,12 @@ impl ReplicaManager {
 
     /// Whether this broker may act as a leader: it has heard from the coordinators within its
     /// session timeout (otherwise the controller has fenced it, or is about to).
+    /// Whether this broker has stopped leading because its heartbeats stopped reaching the
+    /// coordinators (see `self_fence`).
+    pub fn self_fenced(&self) -> bool {
+        self.self_fence().is_err()
+    }
+
     pub(crate) fn self_fence(&self) -> Result<(), PartitionError> {
         match self.since_heartbeat() {
             Some(since) if since <= self.config.session_timeout() => {}
@@ -568,8 +574,40 @@ impl ReplicaManager {
     }
 
     /// Appends each partition's batches on its leader; with acks=all waits (up to the request's
-    /// timeout) until the high watermark has passed them.
+    /// timeout) until the high watermark has passed them. Clients cannot write to internal
+    /// topics (`__consumer_offsets`): INVALID_TOPIC_EXCEPTION, as in Kafka.
     pub async fn produce(
+        &self,
+        mut request: ProduceRequest,
+    ) -> Vec<(TopicPartition, Result<Produced, PartitionError>)> {
+        let (internal, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut request.partitions)
+            .into_iter()
+            .partition(|(tp, _)| is_internal_topic(&tp.topic));
+        request.partitions = rest;
+        let mut results = if request.partitions.is_empty() {
+            Vec::new()
+        } else {
+            self.produce_internal(request).await
+        };
+        for (tp, _) in internal {
+            let message = format!(
+                "{} is an internal topic: clients cannot write to it",
+                tp.topic
+            );
+            results.push((
+                tp,
+                Err(PartitionError::new(
+                    ErrorCode::InvalidTopicException,
+                    message,
+                )),
+            ));
+        }
+        results
+    }
+
+    /// [`ReplicaManager::produce`] without the internal-topic check: the group coordinator
+    /// writes `__consumer_offsets` this way.
+    pub async fn produce_internal(
         &self,
         request: ProduceRequest,
     ) -> Vec<(TopicPartition, Result<Produced, PartitionError>)> {
@@ -1165,6 +1203,13 @@ pub fn log_config(topic: &Topic) -> LogConfig {
     let d = LogConfig::default();
     let long = |key: &str| topic.config(key).and_then(|v| v.parse::<i64>().ok());
     let below_max = |v: i64| (v < i64::MAX).then_some(v);
+    // Not in the topic-config table yet: Kafka's defaults until they are.
+    let min_lag = long("min.compaction.lag.ms")
+        .filter(|v| *v >= 0)
+        .unwrap_or(d.min_compaction_lag_ms);
+    let max_lag = long("max.compaction.lag.ms")
+        .filter(|v| *v >= 1)
+        .unwrap_or(d.max_compaction_lag_ms);
     LogConfig {
         segment_bytes: long("segment.bytes")
             .and_then(|v| u32::try_from(v).ok())
@@ -1183,6 +1228,25 @@ pub fn log_config(topic: &Topic) -> LogConfig {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         },
+        // Validated lists (`delete`, `compact`, `compact,delete`, `delete,compact`).
+        cleanup_policy: topic
+            .config("cleanup.policy")
+            .and_then(|v| v.parse::<tributary_storage::CleanupPolicy>().ok())
+            .unwrap_or(d.cleanup_policy),
+        delete_retention_ms: long("delete.retention.ms").unwrap_or(d.delete_retention_ms),
+        min_cleanable_dirty_ratio: topic
+            .config("min.cleanable.dirty.ratio")
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(d.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: min_lag,
+        // Never below the minimum: LogConfig::validate refuses that, and the log would not open.
+        max_compaction_lag_ms: max_lag.max(min_lag),
         ..d
     }
+}
+
+/// Kafka's internal topics: clients cannot produce to them.
+pub fn is_internal_topic(topic: &str) -> bool {
+    topic == crate::group::OFFSETS_TOPIC
 }

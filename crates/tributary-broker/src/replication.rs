@@ -23,7 +23,7 @@ use tributary_proto::broker::v1::replication_client::ReplicationClient;
 use tributary_proto::common::v1::ErrorCode;
 
 use crate::api::TopicPartition;
-use crate::manager::{Followed, LISTENER, ReplicaManager};
+use crate::manager::{Followed, ReplicaManager};
 use crate::partition::Partition;
 
 /// A boxed future (the transport traits are object-safe).
@@ -283,12 +283,12 @@ async fn run(
             fetcher.wake.notified().await;
             continue;
         }
-        let Some(address) = manager.metadata().read(|image| {
-            image
-                .brokers
-                .get(&fetcher.leader)
-                .and_then(|b| b.listeners.get(LISTENER).cloned())
-        }) else {
+        // Over the inter-broker listener (`inter_broker_listener_name`).
+        let listener = &manager.config().inter_broker_listener_name;
+        let Some(address) = manager
+            .metadata()
+            .read(|image| crate::listeners::advertised_address(image, fetcher.leader, listener))
+        else {
             tokio::time::sleep(PARTITION_RETRY).await;
             continue;
         };

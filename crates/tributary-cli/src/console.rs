@@ -159,8 +159,9 @@ pub struct ConsumerArgs {
     /// Stop when no record arrives for this long.
     #[arg(long)]
     timeout_ms: Option<u64>,
-    /// A consumer group (consumer groups arrive with their issue).
-    #[arg(long)]
+    /// Consume as a member of this consumer group, committing as it goes (--from-beginning
+    /// then applies only while the group has no committed offset, as in Kafka).
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
     group: Option<String>,
     /// Any consumer setting by Kafka's name (repeatable).
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
@@ -181,11 +182,6 @@ struct Format {
 }
 
 pub async fn consume(args: ConsumerArgs) -> Result<ExitCode, ClientError> {
-    if let Some(group) = &args.group {
-        return Err(ClientError::Config(format!(
-            "--group {group}: consumer groups are not supported yet; read with --partition / --from-beginning"
-        )));
-    }
     let mut format = Format {
         separator: "\t".into(),
         ..Format::default()
@@ -210,9 +206,26 @@ pub async fn consume(args: ConsumerArgs) -> Result<ExitCode, ClientError> {
     let mut props = Properties::new()
         .set("bootstrap.servers", &args.bootstrap_server)
         .set("request.timeout.ms", crate::TOOL_TIMEOUT_MS);
+    if let Some(group) = &args.group {
+        props.insert("group.id", group.clone());
+        props.insert(
+            "auto.offset.reset",
+            if args.from_beginning {
+                "earliest"
+            } else {
+                "latest"
+            },
+        );
+    }
     add_pairs(&mut props, &args.consumer_properties)?;
     let mut consumer = Consumer::new(&props).await?;
     let topic = wait_for_topic(&consumer, &args.topic).await?;
+    if args.group.is_some() {
+        consumer.subscribe(vec![args.topic.clone()])?;
+        let outcome = print_records(&mut consumer, &args, &format).await;
+        let closed = consumer.close().await;
+        return outcome.and(closed.map(|()| ExitCode::SUCCESS));
+    }
     let partitions: Vec<TopicPartition> = match args.partition {
         Some(p) => {
             if p < 0 || p as usize >= topic {
@@ -245,7 +258,15 @@ pub async fn consume(args: ConsumerArgs) -> Result<ExitCode, ClientError> {
     for tp in &partitions {
         consumer.seek(tp, start).await?;
     }
+    print_records(&mut consumer, &args, &format).await
+}
 
+/// Polls and prints until --max-messages, --timeout-ms of silence, Ctrl-C or SIGTERM.
+async fn print_records(
+    consumer: &mut Consumer,
+    args: &ConsumerArgs,
+    format: &Format,
+) -> Result<ExitCode, ClientError> {
     let mut count: u64 = 0;
     let idle = args.timeout_ms.map(Duration::from_millis);
     let mut last_record = tokio::time::Instant::now();

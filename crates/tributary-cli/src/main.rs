@@ -4,6 +4,7 @@
 //! Errors are one line on stderr and a non-zero exit; argument errors are clap's usage (exit 2).
 
 mod console;
+mod groups;
 mod perf;
 mod topics;
 
@@ -33,6 +34,8 @@ enum Command {
     ConsoleProducer(console::ProducerArgs),
     /// Records to stdout, one per line (kafka-console-consumer).
     ConsoleConsumer(console::ConsumerArgs),
+    /// List, describe, reset offsets of and delete consumer groups (kafka-consumer-groups).
+    ConsumerGroups(groups::GroupsArgs),
     /// The cluster: id, controller, brokers.
     Cluster(ClusterArgs),
     /// Producer throughput and latency (kafka-producer-perf-test).
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             Command::Configs(args) => topics::configs(args).await,
             Command::ConsoleProducer(args) => console::produce(args).await,
             Command::ConsoleConsumer(args) => console::consume(args).await,
+            Command::ConsumerGroups(args) => groups::consumer_groups(args).await,
             Command::Cluster(ClusterArgs {
                 action: ClusterAction::Describe { bootstrap_server },
             }) => describe_cluster(&bootstrap_server).await,

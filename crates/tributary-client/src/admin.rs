@@ -235,3 +235,204 @@ impl Admin {
         crate::consumer::list_offset(&self.cluster, tp, timestamp).await
     }
 }
+
+/// A group as `ListGroups` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// Group id.
+    pub group_id: String,
+    /// "consumer" for consumer groups.
+    pub protocol_type: String,
+    /// Kafka's state name.
+    pub state: String,
+}
+
+/// A group member as `DescribeGroups` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// Member id.
+    pub member_id: String,
+    /// `group.instance.id` of a static member.
+    pub group_instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client host (`/address`).
+    pub host: String,
+    /// Its assigned partitions.
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// A group as `DescribeGroups` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Group id.
+    pub group_id: String,
+    /// Kafka's state name (`Dead`: no such group).
+    pub state: String,
+    /// The chosen assignor.
+    pub assignor: String,
+    /// The coordinating broker's id and address.
+    pub coordinator: (i32, String),
+    /// Members.
+    pub members: Vec<MemberDescription>,
+}
+
+impl Admin {
+    /// Every group of the cluster (each broker lists those it coordinates).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        let metadata = self.cluster.refresh(&[]).await?;
+        let mut out = Vec::new();
+        for broker in metadata.brokers.values() {
+            if broker.state != "RUNNING" || broker.address.is_empty() {
+                continue;
+            }
+            let mut client = tributary_proto::broker::v1::group_client::GroupClient::new(
+                self.cluster.channel(&broker.address)?,
+            );
+            let response = client
+                .list_groups(tributary_proto::broker::v1::ListGroupsRequest::default())
+                .await
+                .map_err(|s| ClientError::from_status(&broker.address, s))?
+                .into_inner();
+            if let Some(err) = ClientError::from_wire(&response.error) {
+                return Err(err);
+            }
+            out.extend(response.groups.into_iter().map(|g| GroupListing {
+                group_id: g.group_id,
+                protocol_type: g.protocol_type,
+                state: g.group_state,
+            }));
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out.dedup_by(|a, b| a.group_id == b.group_id);
+        Ok(out)
+    }
+
+    async fn group_coordinator(&self, group: &str) -> Result<String> {
+        crate::group::find_coordinator(&self.cluster, group).await
+    }
+
+    /// A group's state and members (state `Dead` if it does not exist).
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let deadline = tokio::time::Instant::now() + self.cluster.config().request_timeout;
+        loop {
+            let address = self.group_coordinator(group).await?;
+            let mut client = tributary_proto::broker::v1::group_client::GroupClient::new(
+                self.cluster.channel(&address)?,
+            );
+            let response = client
+                .describe_groups(tributary_proto::broker::v1::DescribeGroupsRequest {
+                    groups: vec![group.to_owned()],
+                })
+                .await
+                .map_err(|s| ClientError::from_status(&address, s))?
+                .into_inner();
+            let g = response
+                .groups
+                .into_iter()
+                .next()
+                .ok_or_else(|| ClientError::Protocol("empty DescribeGroups answer".into()))?;
+            match ClientError::from_wire(&g.error) {
+                Some(err) if err.is_retriable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.cluster.config().retry_backoff).await;
+                    continue;
+                }
+                Some(err) => return Err(err),
+                None => {}
+            }
+            let members = g
+                .members
+                .into_iter()
+                .map(|m| MemberDescription {
+                    assignment: if m.member_assignment.is_empty() {
+                        Vec::new()
+                    } else {
+                        crate::consumer_protocol::Assignment::decode(&m.member_assignment)
+                            .map(|a| a.partitions)
+                            .unwrap_or_default()
+                    },
+                    member_id: m.member_id,
+                    group_instance_id: m.group_instance_id,
+                    client_id: m.client_id,
+                    host: m.client_host,
+                })
+                .collect();
+            return Ok(GroupDescription {
+                group_id: g.group_id,
+                state: g.group_state,
+                assignor: g.protocol_data,
+                coordinator: (g.coordinator_id, address),
+                members,
+            });
+        }
+    }
+
+    /// A group's committed offsets.
+    pub async fn list_group_offsets(&self, group: &str) -> Result<BTreeMap<TopicPartition, i64>> {
+        let deadline = tokio::time::Instant::now() + self.cluster.config().request_timeout;
+        loop {
+            let address = self.group_coordinator(group).await?;
+            match crate::group::fetch_offsets(&self.cluster, &address, group, &[]).await {
+                Err(err) if err.is_retriable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.cluster.config().retry_backoff).await;
+                }
+                Err(err) => return Err(err),
+                Ok(offsets) => return Ok(offsets.into_iter().collect()),
+            }
+        }
+    }
+
+    /// Sets a group's committed offsets (refused while the group has members).
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.cluster.config().request_timeout;
+        loop {
+            let address = self.group_coordinator(group).await?;
+            match crate::group::commit_offsets(
+                &self.cluster,
+                &address,
+                group,
+                "",
+                -1,
+                None,
+                offsets,
+            )
+            .await
+            {
+                Err(err) if err.is_retriable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.cluster.config().retry_backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Deletes an empty group and its offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.cluster.config().request_timeout;
+        loop {
+            let address = self.group_coordinator(group).await?;
+            let mut client = tributary_proto::broker::v1::group_client::GroupClient::new(
+                self.cluster.channel(&address)?,
+            );
+            let response = client
+                .delete_groups(tributary_proto::broker::v1::DeleteGroupsRequest {
+                    groups: vec![group.to_owned()],
+                })
+                .await
+                .map_err(|s| ClientError::from_status(&address, s))?
+                .into_inner();
+            let error = response.results.into_iter().next().and_then(|r| r.error);
+            match ClientError::from_wire(&error) {
+                Some(err) if err.is_retriable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.cluster.config().retry_backoff).await;
+                }
+                Some(err) => return Err(err),
+                None => return Ok(()),
+            }
+        }
+    }
+}

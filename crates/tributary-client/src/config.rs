@@ -98,7 +98,13 @@ const CONSUMER_KEYS: &[&str] = &[
     "max.poll.records",
     "isolation.level",
     "group.id",
+    "group.instance.id",
     "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
 ];
 
 /// What every client needs.
@@ -276,8 +282,25 @@ pub struct ConsumerConfig {
     pub max_poll_records: usize,
     /// `isolation.level`: 0 read_uncommitted, 1 read_committed.
     pub isolation_level: i32,
-    /// `group.id` (consumer groups arrive later; accepted for compatibility).
+    /// `group.id`: the consumer group `subscribe` joins.
     pub group_id: Option<String>,
+    /// `group.instance.id`: static membership (a restart within the session timeout keeps
+    /// the member's partitions without a rebalance).
+    pub group_instance_id: Option<String>,
+    /// `enable.auto.commit`: commit the positions returned by `poll` every
+    /// `auto.commit.interval.ms`, before partitions are revoked, and on close.
+    pub enable_auto_commit: bool,
+    /// `auto.commit.interval.ms`.
+    pub auto_commit_interval: Duration,
+    /// `session.timeout.ms`: without a heartbeat for this long the member is removed.
+    pub session_timeout: Duration,
+    /// `heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// `max.poll.interval.ms`: a member that does not poll for this long leaves the group (and
+    /// the rebalance timeout it gives the coordinator).
+    pub max_poll_interval: Duration,
+    /// `partition.assignment.strategy`: assignor names in order of preference.
+    pub partition_assignment_strategy: Vec<String>,
 }
 
 impl ConsumerConfig {
@@ -319,9 +342,49 @@ impl ConsumerConfig {
             auto_offset_reset,
             max_poll_records: props.get("max.poll.records", 500usize)?.max(1),
             isolation_level,
-            group_id: props.0.get("group.id").cloned(),
+            group_id: props.0.get("group.id").cloned().filter(|g| !g.is_empty()),
+            group_instance_id: props
+                .0
+                .get("group.instance.id")
+                .cloned()
+                .filter(|g| !g.is_empty()),
+            enable_auto_commit: props.get("enable.auto.commit", true)?,
+            auto_commit_interval: props.millis("auto.commit.interval.ms", 5_000)?,
+            session_timeout: props.millis("session.timeout.ms", 45_000)?,
+            heartbeat_interval: props.millis("heartbeat.interval.ms", 3_000)?,
+            max_poll_interval: props.millis("max.poll.interval.ms", 300_000)?,
+            partition_assignment_strategy: strategies(&props.get(
+                "partition.assignment.strategy",
+                "range,cooperative-sticky".to_owned(),
+            )?)?,
         })
     }
+}
+
+/// Parses `partition.assignment.strategy`: assignor names (Kafka's Java class names are
+/// accepted too, e.g. `org.apache.kafka.clients.consumer.RangeAssignor`).
+fn strategies(text: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for raw in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let name = match raw.rsplit('.').next().unwrap_or(raw) {
+            "RangeAssignor" => "range",
+            "RoundRobinAssignor" => "roundrobin",
+            "CooperativeStickyAssignor" => "cooperative-sticky",
+            other => other,
+        };
+        if crate::assignor::by_name(name).is_none() {
+            return Err(ClientError::Config(format!(
+                "partition.assignment.strategy: unknown assignor `{raw}` (range, roundrobin, cooperative-sticky)"
+            )));
+        }
+        out.push(name.to_owned());
+    }
+    if out.is_empty() {
+        return Err(ClientError::Config(
+            "partition.assignment.strategy is empty".into(),
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

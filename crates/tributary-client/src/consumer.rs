@@ -2,7 +2,7 @@
 //! order per partition. Fetches to every leader run concurrently and the next round is sent
 //! before `poll` returns (pipelining), so the network works while the application does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +13,11 @@ use tributary_proto::broker::v1 as pb;
 use tributary_proto::common::v1::ErrorCode;
 
 use crate::TopicPartition;
+use crate::assignor::RebalanceProtocol;
 use crate::cluster::Cluster;
 use crate::config::{ConsumerConfig, OffsetReset, Properties};
 use crate::error::{ClientError, Result};
+use crate::group::{Membership, RebalanceListener};
 
 /// Where to move a partition's position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +55,28 @@ pub struct ConsumerRecord {
 
 type FetchTask = JoinHandle<Result<pb::FetchResponse>>;
 
-/// A consumer of assigned partitions.
+/// What a group member subscribes to.
+#[derive(Debug, Clone)]
+pub enum Subscription {
+    /// These topics.
+    Topics(Vec<String>),
+    /// Every non-internal topic whose whole name matches.
+    Pattern(regex::Regex),
+}
+
+/// A consumer: of assigned partitions ([`Consumer::assign`]), or as a member of the group
+/// `group.id` ([`Consumer::subscribe`]), where each partition goes to one member at a time.
 pub struct Consumer {
     config: ConsumerConfig,
     cluster: Arc<Cluster>,
+    /// What `subscribe` asked for.
+    subscription: Option<Subscription>,
+    /// The group membership, once subscribed.
+    group: Option<Membership>,
+    listener: Option<Box<dyn RebalanceListener>>,
+    /// Next offset to commit per partition: after the last record `poll` returned.
+    consumed: HashMap<TopicPartition, i64>,
+    next_auto_commit: Instant,
     /// Positions of the assigned partitions (`None`: to be reset by `auto.offset.reset`).
     positions: HashMap<TopicPartition, Option<i64>>,
     /// Records fetched and not yet returned.
@@ -87,8 +107,13 @@ impl Consumer {
         let config = ConsumerConfig::from_properties(props)?;
         let cluster = Arc::new(Cluster::new(config.client.clone()));
         Ok(Self {
+            next_auto_commit: Instant::now() + config.auto_commit_interval,
             config,
             cluster,
+            subscription: None,
+            group: None,
+            listener: None,
+            consumed: HashMap::new(),
             positions: HashMap::new(),
             buffered: VecDeque::new(),
             in_flight: HashMap::new(),
@@ -100,8 +125,49 @@ impl Consumer {
         &self.cluster
     }
 
+    /// Joins the group `group.id` (required) and consumes the partitions it assigns this
+    /// member among `topics`; `poll` runs the rebalances.
+    pub fn subscribe(&mut self, topics: Vec<String>) -> Result<()> {
+        self.start_group(Subscription::Topics(topics))
+    }
+
+    /// [`Consumer::subscribe`] to every non-internal topic whose whole name matches `pattern`
+    /// (checked again as topics appear, every `metadata.max.age.ms`).
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
+        let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| ClientError::Config(format!("bad topic pattern `{pattern}`: {e}")))?;
+        self.start_group(Subscription::Pattern(regex))
+    }
+
+    fn start_group(&mut self, subscription: Subscription) -> Result<()> {
+        let group = self.config.group_id.clone().ok_or_else(|| {
+            ClientError::Config("subscribe needs group.id (or use assign)".into())
+        })?;
+        if self.group.is_none() {
+            self.assign(Vec::new());
+            self.group = Some(Membership::new(
+                group,
+                self.cluster.clone(),
+                self.config.clone(),
+            ));
+        }
+        self.subscription = Some(subscription);
+        Ok(())
+    }
+
+    /// Called from `poll` when the group moves partitions.
+    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// The member id and generation in the group (empty and -1 before joining).
+    pub fn group_member(&self) -> Option<(String, i32)> {
+        self.group.as_ref().map(|g| g.member())
+    }
+
     /// Consumes exactly `partitions` from now on (positions of partitions kept are kept).
     pub fn assign(&mut self, partitions: Vec<TopicPartition>) {
+        self.consumed.retain(|tp, _| partitions.contains(tp));
         let mut positions = HashMap::new();
         for tp in partitions {
             let kept = self.positions.get(&tp).copied().flatten();
@@ -163,11 +229,20 @@ impl Consumer {
     /// Records from the assigned partitions, in offset order per partition: what is buffered,
     /// else what arrives within `timeout` (empty if nothing does).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        if self.group.is_some() {
+            self.maintain_group().await?;
+        }
         let deadline = Instant::now() + timeout;
         loop {
             if !self.buffered.is_empty() {
                 let n = self.buffered.len().min(self.config.max_poll_records);
                 let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
+                for r in &out {
+                    self.consumed.insert(
+                        TopicPartition::new(r.topic.clone(), r.partition),
+                        r.offset + 1,
+                    );
+                }
                 self.start_fetches(deadline);
                 return Ok(out);
             }
@@ -193,6 +268,210 @@ impl Consumer {
         }
     }
 
+    /// The topics the subscription covers now.
+    async fn subscribed_topics(&self) -> Result<BTreeSet<String>> {
+        match &self.subscription {
+            None => Ok(BTreeSet::new()),
+            Some(Subscription::Topics(t)) => Ok(t.iter().cloned().collect()),
+            Some(Subscription::Pattern(re)) => {
+                let metadata = self.cluster.refresh(&[]).await?;
+                Ok(metadata
+                    .topics
+                    .keys()
+                    .filter(|t| !t.starts_with("__") && re.is_match(t))
+                    .cloned()
+                    .collect())
+            }
+        }
+    }
+
+    /// Rejoins when needed (running the rebalance callbacks) and auto-commits when due.
+    async fn maintain_group(&mut self) -> Result<()> {
+        let topics = self.subscribed_topics().await?;
+        let Some(group) = self.group.as_mut() else {
+            return Ok(());
+        };
+        group.polled();
+        if group.needs_join(&topics) {
+            let owned: Vec<TopicPartition> = group.owned.iter().cloned().collect();
+            if group.take_lost() {
+                if !owned.is_empty() {
+                    if let Some(l) = self.listener.as_mut() {
+                        l.on_partitions_lost(&owned);
+                    }
+                    tracing::info!(
+                        partitions = owned.len(),
+                        "partitions lost (removed from the group)"
+                    );
+                }
+                if let Some(g) = self.group.as_mut() {
+                    g.owned.clear();
+                }
+                self.assign(Vec::new());
+            } else if self
+                .group
+                .as_ref()
+                .is_some_and(|g| g.protocol() == RebalanceProtocol::Eager)
+                && !owned.is_empty()
+            {
+                // Eager: everything is given up before rejoining.
+                if self.config.enable_auto_commit {
+                    self.commit_owned(&owned).await;
+                }
+                if let Some(l) = self.listener.as_mut() {
+                    l.on_partitions_revoked(&owned);
+                }
+                if let Some(g) = self.group.as_mut() {
+                    g.owned.clear();
+                }
+                self.assign(Vec::new());
+            }
+            let Some(group) = self.group.as_mut() else {
+                return Ok(());
+            };
+            let assigned: BTreeSet<TopicPartition> =
+                group.join(&topics).await?.into_iter().collect();
+            let before = group.owned.clone();
+            let revoked: Vec<TopicPartition> = before.difference(&assigned).cloned().collect();
+            let added: Vec<TopicPartition> = assigned.difference(&before).cloned().collect();
+            if !revoked.is_empty() {
+                // Cooperative: only what moves is given up, and another round follows.
+                if self.config.enable_auto_commit {
+                    self.commit_owned(&revoked).await;
+                }
+                if let Some(l) = self.listener.as_mut() {
+                    l.on_partitions_revoked(&revoked);
+                }
+            }
+            let committed = match self.group.as_ref() {
+                Some(g) if !added.is_empty() => g.committed(&added).await?,
+                _ => HashMap::new(),
+            };
+            let group = self.group.as_mut().expect("checked above");
+            group.owned = assigned.clone();
+            if !revoked.is_empty() {
+                group.request_rejoin();
+            }
+            self.assign(assigned.into_iter().collect());
+            for tp in &added {
+                if let Some(&offset) = committed.get(tp) {
+                    self.positions.insert(tp.clone(), Some(offset));
+                    self.consumed.insert(tp.clone(), offset);
+                }
+            }
+            if !added.is_empty()
+                && let Some(l) = self.listener.as_mut()
+            {
+                l.on_partitions_assigned(&added);
+            }
+        }
+        if self.config.enable_auto_commit && Instant::now() >= self.next_auto_commit {
+            self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
+            let owned = self.assignment();
+            self.commit_owned(&owned).await;
+        }
+        Ok(())
+    }
+
+    /// Auto-commit of `partitions`' consumed positions (failures logged, as Kafka does).
+    async fn commit_owned(&mut self, partitions: &[TopicPartition]) {
+        let offsets: BTreeMap<TopicPartition, i64> = partitions
+            .iter()
+            .filter_map(|tp| self.consumed.get(tp).map(|o| (tp.clone(), *o)))
+            .collect();
+        if let Some(g) = self.group.as_ref()
+            && let Err(err) = g.commit(&offsets, true).await
+        {
+            tracing::warn!(group = %g.group_id, error = %err, "auto-commit failed");
+        }
+    }
+
+    /// Commits the positions `poll` has returned up to, for every assigned partition
+    /// (Kafka's `commitSync()`); acknowledged once replicated.
+    pub async fn commit_sync(&mut self) -> Result<()> {
+        let offsets: BTreeMap<TopicPartition, i64> = self
+            .assignment()
+            .into_iter()
+            .filter_map(|tp| self.consumed.get(&tp).map(|o| (tp, *o)))
+            .collect();
+        self.commit_offsets(offsets).await
+    }
+
+    /// Commits these offsets (the next offset to consume per partition). Without a
+    /// subscription (manual assignment) the commit is made from outside the group, which the
+    /// coordinator accepts only while the group has no members.
+    pub async fn commit_offsets(&mut self, offsets: BTreeMap<TopicPartition, i64>) -> Result<()> {
+        let subscribed = self.subscription.is_some();
+        let group = self.membership()?;
+        group.commit(&offsets, subscribed).await
+    }
+
+    /// [`Consumer::commit_sync`] in the background; the handle says how it went.
+    pub fn commit_async(&mut self) -> Result<JoinHandle<Result<()>>> {
+        let offsets: BTreeMap<TopicPartition, i64> = self
+            .assignment()
+            .into_iter()
+            .filter_map(|tp| self.consumed.get(&tp).map(|o| (tp, *o)))
+            .collect();
+        let subscribed = self.subscription.is_some();
+        let cluster = self.cluster.clone();
+        let group = self.membership()?;
+        let group_id = group.group_id.clone();
+        let (member_id, generation) = if subscribed {
+            group.member()
+        } else {
+            (String::new(), -1)
+        };
+        let instance = self.config.group_instance_id.clone().filter(|_| subscribed);
+        Ok(tokio::spawn(async move {
+            let address = crate::group::find_coordinator(&cluster, &group_id).await?;
+            crate::group::commit_offsets(
+                &cluster, &address, &group_id, &member_id, generation, instance, &offsets,
+            )
+            .await
+        }))
+    }
+
+    /// The group's committed offsets for `partitions` (absent: nothing committed).
+    pub async fn committed(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, i64>> {
+        self.membership()?.committed(partitions).await
+    }
+
+    fn membership(&mut self) -> Result<&Membership> {
+        if self.group.is_none() {
+            let group =
+                self.config.group_id.clone().ok_or_else(|| {
+                    ClientError::Config("committing offsets needs group.id".into())
+                })?;
+            self.group = Some(Membership::new(
+                group,
+                self.cluster.clone(),
+                self.config.clone(),
+            ));
+        }
+        Ok(self.group.as_ref().expect("just set"))
+    }
+
+    /// Commits (with auto-commit) and leaves the group; stops fetching.
+    pub async fn close(&mut self) -> Result<()> {
+        self.cancel_fetches();
+        if self.subscription.is_some() {
+            let mut result = Ok(());
+            if self.config.enable_auto_commit {
+                result = self.commit_sync().await;
+            }
+            if let Some(g) = self.group.as_mut() {
+                g.leave("the consumer is closing").await;
+            }
+            self.subscription = None;
+            return result;
+        }
+        Ok(())
+    }
+
     async fn reset_positions(&mut self) -> Result<()> {
         let unresolved: Vec<TopicPartition> = self
             .positions
@@ -211,6 +490,10 @@ impl Consumer {
                 }
             };
             let offset = self.list_offset(&tp, spec).await?;
+            if self.subscription.is_some() {
+                // Committed as the group's position, so a restart does not reset again.
+                self.consumed.insert(tp.clone(), offset);
+            }
             self.positions.insert(tp, Some(offset));
         }
         Ok(())

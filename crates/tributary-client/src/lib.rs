@@ -10,10 +10,13 @@
 //! (`send` waits for room).
 
 pub mod admin;
+pub mod assignor;
 pub mod cluster;
 pub mod config;
 pub mod consumer;
+pub mod consumer_protocol;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 
@@ -21,6 +24,7 @@ pub use admin::Admin;
 pub use config::{ConsumerConfig, OffsetReset, ProducerConfig, Properties};
 pub use consumer::{Consumer, ConsumerRecord, Offset};
 pub use error::{ClientError, Result};
+pub use group::RebalanceListener;
 pub use partitioner::{DefaultPartitioner, Partitioner};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
 pub use tributary_proto::common::v1::ErrorCode;

@@ -28,19 +28,26 @@
 
 mod cache;
 mod checkpoint;
+mod cleaner;
 mod config;
 mod epoch;
 mod error;
 mod format;
 mod index;
 mod log;
+mod offset_map;
 mod segment;
 
 pub use cache::FileCache;
-pub use config::LogConfig;
+pub use cleaner::{
+    CLEANER_CHECKPOINT_FILE, CleanFault, CleanOutcome, CleanableStats, Cleaner, CleanerConfig,
+    check_keys,
+};
+pub use config::{CleanupPolicy, LogConfig};
 pub use epoch::{EPOCH_CHECKPOINT_FILE, EpochEndOffset};
 pub use error::{Result, StorageError};
 pub use format::FORMAT_VERSION;
+pub use offset_map::{KeyDigest, OFFSET_MAP_ENTRY_BYTES, OffsetMap, murmur3_x64_128};
 pub use log::{
     AppendInfo, CLEAN_SHUTDOWN_FILE, Clock, Log, LogResources, ManualClock, OpenReport, ReadResult,
     RetentionOutcome, SystemClock, TimestampOffset,

@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::{Bytes, BytesMut};
 use tributary_record::{BatchHeader, Batches, RecordError, TimestampType};
 
 use crate::cache::FileCache;
 use crate::checkpoint::{Checkpoint, PendingTruncation};
+use crate::cleaner::{CleanerCheckpoint, check_batch_keys, finish_interrupted_clean};
 use crate::config::LogConfig;
 use crate::epoch::{EpochCache, EpochEndOffset};
 use crate::error::{Result, StorageError, io_err};
@@ -22,10 +23,10 @@ use crate::segment::{Segment, remove_if_exists};
 
 /// Offsets in one segment stay within this distance of its base offset (Kafka's bound: the
 /// indexes store 32-bit relative offsets).
-const MAX_SEGMENT_OFFSET_SPAN: i64 = i32::MAX as i64;
+pub(crate) const MAX_SEGMENT_OFFSET_SPAN: i64 = i32::MAX as i64;
 /// The active segment rolls when its in-memory offset index holds this many entries (Kafka's
 /// `segment.index.bytes` default of 10 MiB, at 8 bytes an entry): bounded memory per partition.
-const MAX_ACTIVE_INDEX_ENTRIES: usize = 10 * 1024 * 1024 / 8;
+pub(crate) const MAX_ACTIVE_INDEX_ENTRIES: usize = 10 * 1024 * 1024 / 8;
 
 /// Name of the marker a clean close leaves in the partition directory.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -163,18 +164,22 @@ pub struct OpenReport {
 /// like: the next open recovers from the recovery point.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
-    resources: LogResources,
-    state: RwLock<State>,
+    pub(crate) dir: PathBuf,
+    pub(crate) resources: LogResources,
+    pub(crate) state: RwLock<State>,
     open_report: OpenReport,
+    /// Held by a clean from start to end (one clean at a time); taken before `state`.
+    pub(crate) cleaning: Mutex<()>,
+    /// Set by close and delete: a running clean stops at its next batch.
+    pub(crate) clean_abort: AtomicBool,
 }
 
 #[derive(Debug)]
-struct State {
-    config: LogConfig,
+pub(crate) struct State {
+    pub(crate) config: LogConfig,
     /// By base offset; the last one is the active segment. Never empty while open.
-    segments: BTreeMap<i64, Segment>,
-    log_start_offset: i64,
+    pub(crate) segments: BTreeMap<i64, Segment>,
+    pub(crate) log_start_offset: i64,
     /// Everything below it is fsynced.
     recovery_point: i64,
     epochs: EpochCache,
@@ -183,7 +188,9 @@ struct State {
     /// A file was created in the directory since its last fsync: the next flush syncs it, so
     /// flushed data never sits in a file whose name could vanish in a power loss.
     dir_dirty: bool,
-    closed: bool,
+    pub(crate) closed: bool,
+    /// The cleaner's first dirty offset and earliest delete horizon (as checkpointed).
+    pub(crate) cleaner: CleanerCheckpoint,
 }
 
 impl State {
@@ -201,8 +208,18 @@ impl State {
             .expect("a log has an active segment")
     }
 
-    fn log_end_offset(&self) -> i64 {
+    pub(crate) fn log_end_offset(&self) -> i64 {
         self.active().next_offset
+    }
+
+    /// Moves the cleaner's first dirty offset back to `offset` if it is past it (the log was
+    /// truncated: what comes next at those offsets is new, dirty data).
+    fn reset_cleaner_to(&mut self, dir: &Path, offset: i64) -> Result<()> {
+        if self.cleaner.first_dirty_offset <= offset {
+            return Ok(());
+        }
+        self.cleaner.first_dirty_offset = offset;
+        self.cleaner.store(dir)
     }
 
     fn checkpoint(&self, dir: &Path) -> Result<()> {
@@ -231,6 +248,9 @@ impl Log {
         config.validate()?;
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        // A clean interrupted by a crash is rolled back or completed before anything else looks
+        // at the segments.
+        finish_interrupted_clean(&dir)?;
         let cache = &resources.files;
         let now = resources.clock.now_ms();
 
@@ -386,6 +406,15 @@ impl Log {
         }
         let first_base = *segments.keys().next().expect("not empty");
         log_start_offset = log_start_offset.max(first_base);
+        // A damaged cleaner checkpoint costs only work: the next clean starts from the log start.
+        let cleaner = match CleanerCheckpoint::load(&dir) {
+            Ok(checkpoint) => checkpoint.unwrap_or_default(),
+            Err(err @ StorageError::Corrupt { .. }) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "cleaner checkpoint damaged, the next clean reads the whole log");
+                CleanerCheckpoint::default()
+            }
+            Err(err) => return Err(err),
+        };
         let mut state = State {
             config,
             segments,
@@ -396,6 +425,7 @@ impl Log {
             first_unflushed_ms: None,
             dir_dirty: new_log,
             closed: false,
+            cleaner,
         };
         let log_end_offset = state.log_end_offset();
         log_start_offset = log_start_offset.min(log_end_offset);
@@ -426,11 +456,16 @@ impl Log {
                 "log recovered"
             );
         }
+        // Data recovery may have cut the tail below the cleaner's checkpoint.
+        let log_end_offset = state.log_end_offset();
+        state.reset_cleaner_to(&dir, log_end_offset)?;
         let log = Self {
             dir,
             resources,
             state: RwLock::new(state),
             open_report: report,
+            cleaning: Mutex::new(()),
+            clean_abort: AtomicBool::new(false),
         };
         if let Some(pending) = pending {
             tracing::warn!(dir = %log.dir.display(), ?pending, "finishing a truncation interrupted by a crash");
@@ -459,7 +494,7 @@ impl Log {
         &self.open_report
     }
 
-    fn read_state(&self) -> Result<RwLockReadGuard<'_, State>> {
+    pub(crate) fn read_state(&self) -> Result<RwLockReadGuard<'_, State>> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         if state.closed {
             return Err(StorageError::Closed {
@@ -469,7 +504,7 @@ impl Log {
         Ok(state)
     }
 
-    fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>> {
+    pub(crate) fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>> {
         let state = self.state.write().unwrap_or_else(|p| p.into_inner());
         if state.closed {
             return Err(StorageError::Closed {
@@ -547,9 +582,22 @@ impl Log {
     /// Appends batches as the partition's leader: validates every batch (CRC, magic, sizes,
     /// dense offset deltas) before writing anything, assigns offsets from the log end offset,
     /// stamps `leader_epoch` (and the leader's clock for log-append-time topics).
+    ///
+    /// On a compacted log (`cleanup.policy` with `compact`) every record must have a key, as in
+    /// Kafka: a keyless one fails the append with [`StorageError::InvalidBatch`] naming it.
     pub fn append_as_leader(&self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
-        let max_message_bytes = self.read_state()?.config.max_message_bytes;
+        let (max_message_bytes, compacted) = {
+            let state = self.read_state()?;
+            (state.config.max_message_bytes, state.config.is_compacted())
+        };
         let (headers, record_count) = validate(records, Some(max_message_bytes))?;
+        if compacted {
+            let mut scratch = Vec::new();
+            for &(header, position) in &headers {
+                let batch = &records[position..position + header.total_len()];
+                check_batch_keys(batch, &header, position, &mut scratch)?;
+            }
+        }
         for &(header, position) in &headers {
             if header.record_count == 0 || header.last_offset_delta != header.record_count - 1 {
                 return Err(StorageError::InvalidBatch {
@@ -688,7 +736,7 @@ impl Log {
             let has_data = active.size > FILE_HEADER_LEN;
             let too_big =
                 active.size + (end - start) as u64 > u64::from(state.config.segment_bytes);
-            let too_old = now - active.created_ms > state.config.segment_ms;
+            let too_old = now - active.created_ms > state.config.roll_ms();
             let index_full = active.index_entries_in_memory() >= MAX_ACTIVE_INDEX_ENTRIES;
             let span_overflow = last.last_offset() - active.base_offset > MAX_SEGMENT_OFFSET_SPAN;
             if has_data && (too_big || too_old || index_full) || span_overflow {
@@ -912,6 +960,7 @@ impl Log {
         state.recovery_point = state.recovery_point.min(log_end_offset);
         state.epochs.truncate_from_end(log_end_offset)?;
         state.checkpoint(&self.dir)?;
+        state.reset_cleaner_to(&self.dir, log_end_offset)?;
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset, "log truncated");
         Ok(log_end_offset)
     }
@@ -938,7 +987,12 @@ impl Log {
         state.unflushed_records = 0;
         state.first_unflushed_ms = None;
         sync_dir(&self.dir)?;
-        state.checkpoint(&self.dir)
+        state.checkpoint(&self.dir)?;
+        if state.cleaner != CleanerCheckpoint::default() {
+            state.cleaner = CleanerCheckpoint::default();
+            state.cleaner.store(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// Moves the log start offset forward to `offset` (Kafka's DeleteRecords; retention): reads
@@ -967,8 +1021,15 @@ impl Log {
     /// above `high_watermark` (not yet replicated everywhere). An active segment that has
     /// expired entirely is rolled and deleted too, so an idle partition still expires. Moves the
     /// log start offset to the first remaining record.
+    ///
+    /// Only where `cleanup.policy` holds `delete`: a log that is only compacted keeps every
+    /// segment (it still deletes segments wholly below a log start offset moved by
+    /// [`Log::advance_log_start_offset`]).
     pub fn apply_retention(&self, high_watermark: i64) -> Result<RetentionOutcome> {
         let mut state = self.write_state()?;
+        if !state.config.deletes_by_retention() {
+            return self.delete_below_start(&mut state);
+        }
         let now = self.resources.clock.now_ms();
         let config = state.config.clone();
         let log_end_offset = state.log_end_offset();
@@ -1140,6 +1201,7 @@ impl Log {
     /// Flushes everything, writes the indexes and checkpoints, and leaves the clean-shutdown
     /// marker so the next open needs no scan.
     pub fn close(&self) -> Result<()> {
+        let _cleaning = self.stop_cleaning();
         let mut state = self.write_state()?;
         Self::flush_locked(&mut state, &self.dir, &self.resources)?;
         state.active().write_final_indexes()?;
@@ -1155,12 +1217,22 @@ impl Log {
 
     /// Closes the log and removes its directory (the partition was deleted or moved away).
     pub fn delete(&self) -> Result<()> {
+        let _cleaning = self.stop_cleaning();
         let mut state = self.write_state()?;
         for segment in state.segments.values() {
             self.resources.files.invalidate(segment.id);
         }
         state.closed = true;
         std::fs::remove_dir_all(&self.dir).map_err(io_err("remove", &self.dir))
+    }
+}
+
+impl Log {
+    /// Stops a running clean (it notices at its next batch) and keeps any other from starting
+    /// while the guard lives.
+    fn stop_cleaning(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.clean_abort.store(true, Ordering::Relaxed);
+        self.cleaning.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -64,6 +64,59 @@ pub(crate) struct Segment {
     time_index_path: PathBuf,
 }
 
+impl ActiveIndexes {
+    /// Indexes a batch of `batch_len` bytes at `position` whose base offset is
+    /// `relative_offset` past the segment's, `max_timestamp` being the segment's largest
+    /// timestamp up to and including it: an entry every `index_interval_bytes`.
+    pub(crate) fn add(
+        &mut self,
+        relative_offset: u32,
+        position: u64,
+        max_timestamp: i64,
+        batch_len: u64,
+        index_interval_bytes: u32,
+    ) {
+        if self.bytes_since_entry >= u64::from(index_interval_bytes) {
+            self.offsets.push(OffsetEntry {
+                relative_offset,
+                position: position as u32,
+            });
+            if self
+                .times
+                .last()
+                .is_none_or(|t| max_timestamp > t.timestamp)
+            {
+                self.times.push(TimeEntry {
+                    timestamp: max_timestamp,
+                    relative_offset,
+                });
+            }
+            self.bytes_since_entry = 0;
+        }
+        self.bytes_since_entry += batch_len;
+    }
+
+    /// Writes a sealed segment's index files: the offset entries, and the time entries ended by
+    /// `final_entry` (the segment's max timestamp at its last batch), both fsynced.
+    pub(crate) fn write_sealed(
+        &self,
+        index_path: &Path,
+        time_index_path: &Path,
+        final_entry: Option<TimeEntry>,
+    ) -> Result<()> {
+        let mut times = self.times.clone();
+        if let Some(last) = final_entry
+            && times.last() != Some(&last)
+        {
+            times.push(last);
+        }
+        let index = write_offset_index(index_path, &self.offsets)?;
+        let times = write_time_index(time_index_path, &times)?;
+        index.sync_all().map_err(io_err("fsync", index_path))?;
+        times.sync_all().map_err(io_err("fsync", time_index_path))
+    }
+}
+
 /// What the end of a sealed segment's data says.
 #[derive(Debug)]
 struct SealedTail {
@@ -417,24 +470,20 @@ impl Segment {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        if active.bytes_since_entry >= u64::from(index_interval_bytes) {
-            active.offsets.push(OffsetEntry {
-                relative_offset,
-                position: position as u32,
-            });
-            if active
-                .times
-                .last()
-                .is_none_or(|t| max_timestamp > t.timestamp)
-            {
-                active.times.push(TimeEntry {
-                    timestamp: max_timestamp,
-                    relative_offset,
-                });
-            }
-            active.bytes_since_entry = 0;
-        }
-        active.bytes_since_entry += header.total_len() as u64;
+        active.add(
+            relative_offset,
+            position,
+            max_timestamp,
+            header.total_len() as u64,
+            index_interval_bytes,
+        );
+    }
+
+    /// Entries in the offset index, in memory (active) or in its file (sealed).
+    pub fn index_entry_count(&self) -> u64 {
+        self.active
+            .as_ref()
+            .map_or(self.index_entries, |a| a.offsets.len() as u64)
     }
 
     /// Entries in the active segment's in-memory offset index (0 when sealed).
@@ -501,20 +550,11 @@ impl Segment {
         let Some(active) = self.active.as_ref() else {
             return Ok(());
         };
-        let mut times = active.times.clone();
-        if let Some(last) = self.final_time_entry()
-            && times.last() != Some(&last)
-        {
-            times.push(last);
-        }
-        let index = write_offset_index(&self.index_path, &active.offsets)?;
-        let times = write_time_index(&self.time_index_path, &times)?;
-        index
-            .sync_all()
-            .map_err(io_err("fsync", &self.index_path))?;
-        times
-            .sync_all()
-            .map_err(io_err("fsync", &self.time_index_path))
+        active.write_sealed(
+            &self.index_path,
+            &self.time_index_path,
+            self.final_time_entry(),
+        )
     }
 
     /// Turns the active segment into a sealed one: indexes written and fsynced (see
