@@ -229,10 +229,10 @@ impl Consumer {
     /// Records from the assigned partitions, in offset order per partition: what is buffered,
     /// else what arrives within `timeout` (empty if nothing does).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
-        if self.group.is_some() {
-            self.maintain_group().await?;
-        }
         let deadline = Instant::now() + timeout;
+        if self.group.is_some() {
+            self.maintain_group(timeout).await?;
+        }
         loop {
             if !self.buffered.is_empty() {
                 let n = self.buffered.len().min(self.config.max_poll_records);
@@ -285,14 +285,15 @@ impl Consumer {
         }
     }
 
-    /// Rejoins when needed (running the rebalance callbacks) and auto-commits when due.
-    async fn maintain_group(&mut self) -> Result<()> {
+    /// Rejoins when needed (running the rebalance callbacks) and auto-commits when due. A
+    /// rejoin waits at most `within` (the poll's timeout) and goes on in the background.
+    async fn maintain_group(&mut self, within: Duration) -> Result<()> {
         let topics = self.subscribed_topics().await?;
         let Some(group) = self.group.as_mut() else {
             return Ok(());
         };
         group.polled();
-        if group.needs_join(&topics) {
+        if !group.is_joining() && group.needs_join(&topics) {
             let owned: Vec<TopicPartition> = group.owned.iter().cloned().collect();
             if group.take_lost() {
                 if !owned.is_empty() {
@@ -326,11 +327,19 @@ impl Consumer {
                 }
                 self.assign(Vec::new());
             }
+            if let Some(group) = self.group.as_mut() {
+                group.start_join(&topics);
+            }
+        }
+        let finished = match self.group.as_mut() {
+            Some(group) if group.is_joining() => group.finish_join(within).await?,
+            _ => None,
+        };
+        if let Some(assigned) = finished {
             let Some(group) = self.group.as_mut() else {
                 return Ok(());
             };
-            let assigned: BTreeSet<TopicPartition> =
-                group.join(&topics).await?.into_iter().collect();
+            let assigned: BTreeSet<TopicPartition> = assigned.into_iter().collect();
             let before = group.owned.clone();
             let revoked: Vec<TopicPartition> = before.difference(&assigned).cloned().collect();
             let added: Vec<TopicPartition> = assigned.difference(&before).cloned().collect();
@@ -365,7 +374,8 @@ impl Consumer {
                 l.on_partitions_assigned(&added);
             }
         }
-        if self.config.enable_auto_commit && Instant::now() >= self.next_auto_commit {
+        let joining = self.group.as_ref().is_some_and(|g| g.is_joining());
+        if self.config.enable_auto_commit && !joining && Instant::now() >= self.next_auto_commit {
             self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
             let owned = self.assignment();
             self.commit_owned(&owned).await;

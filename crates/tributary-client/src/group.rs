@@ -45,6 +45,8 @@ struct Shared {
     rejoin_needed: bool,
     /// The member was removed: its partitions are lost, not revoked.
     lost: bool,
+    /// A join is in flight (heartbeats pause; the coordinator keeps joining members alive).
+    joining: bool,
     last_poll: Instant,
 }
 
@@ -55,6 +57,8 @@ pub(crate) struct Membership {
     config: ConsumerConfig,
     shared: Arc<Mutex<Shared>>,
     heartbeat: Option<JoinHandle<()>>,
+    /// A join in flight.
+    pending: Option<JoinHandle<Result<JoinResult>>>,
     /// The partitions this member owns now.
     pub(crate) owned: BTreeSet<TopicPartition>,
     /// The leader's view when it assigned: partitions per subscribed topic.
@@ -67,6 +71,9 @@ pub(crate) struct Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        if let Some(h) = self.pending.take() {
             h.abort();
         }
     }
@@ -155,9 +162,11 @@ impl Membership {
                 generation: -1,
                 rejoin_needed: true,
                 lost: false,
+                joining: false,
                 last_poll: Instant::now(),
             })),
             heartbeat: None,
+            pending: None,
             owned: BTreeSet::new(),
             assigned_counts: None,
             joined_topics: BTreeSet::new(),
@@ -223,181 +232,53 @@ impl Membership {
         lock(&self.shared).coordinator = None;
     }
 
-    /// Joins (or rejoins) and syncs: the partitions this member is assigned in the new
-    /// generation. Bounded by `max.poll.interval.ms`.
-    pub(crate) async fn join(&mut self, topics: &BTreeSet<String>) -> Result<Vec<TopicPartition>> {
-        let deadline = Instant::now() + self.config.max_poll_interval;
-        loop {
-            if Instant::now() >= deadline {
-                return Err(ClientError::Timeout(format!(
-                    "could not join group `{}` within max.poll.interval.ms",
-                    self.group_id
-                )));
-            }
-            match self.join_once(topics).await {
-                Ok(assigned) => {
-                    self.joined_topics = topics.clone();
-                    lock(&self.shared).rejoin_needed = false;
-                    self.ensure_heartbeat();
-                    return Ok(assigned);
-                }
-                Err(err) => {
-                    let code = err.code();
-                    match code {
-                        Some(ErrorCode::MemberIdRequired) => continue,
-                        Some(ErrorCode::UnknownMemberId) => {
-                            let mut s = lock(&self.shared);
-                            s.member_id.clear();
-                            s.generation = -1;
-                            continue;
-                        }
-                        Some(ErrorCode::IllegalGeneration | ErrorCode::RebalanceInProgress) => {
-                            continue;
-                        }
-                        _ if coordinator_moved(&err) => {
-                            tracing::debug!(group = %self.group_id, error = %err, "coordinator moved; finding it again");
-                            self.forget_coordinator();
-                            tokio::time::sleep(
-                                self.config
-                                    .client
-                                    .retry_backoff
-                                    .max(Duration::from_millis(100)),
-                            )
-                            .await;
-                        }
-                        _ => return Err(err),
-                    }
-                }
-            }
+    /// Starts a (re)join in the background: JoinGroup, then SyncGroup (the leader runs the
+    /// assignor). [`Membership::finish_join`] collects it, so `poll` keeps its timeout while a
+    /// rebalance waits for other members.
+    pub(crate) fn start_join(&mut self, topics: &BTreeSet<String>) {
+        if self.pending.is_some() {
+            return;
         }
+        lock(&self.shared).joining = true;
+        let joiner = Joiner {
+            group_id: self.group_id.clone(),
+            cluster: self.cluster.clone(),
+            config: self.config.clone(),
+            shared: self.shared.clone(),
+            owned: self.owned.clone(),
+            topics: topics.clone(),
+        };
+        self.pending = Some(tokio::spawn(joiner.run()));
     }
 
-    async fn join_once(&mut self, topics: &BTreeSet<String>) -> Result<Vec<TopicPartition>> {
-        let address = self.coordinator().await?;
-        let (member_id, generation) = self.member();
-        let mut subscription = Subscription::new(topics.iter().cloned());
-        subscription.owned_partitions = self.owned.iter().cloned().collect();
-        subscription.generation_id = generation;
-        let metadata = subscription.encode()?;
-        let request = pb::JoinGroupRequest {
-            group_id: self.group_id.clone(),
-            session_timeout_ms: self.config.session_timeout.as_millis() as i32,
-            rebalance_timeout_ms: self.config.max_poll_interval.as_millis() as i32,
-            member_id,
-            group_instance_id: self.config.group_instance_id.clone(),
-            protocol_type: "consumer".into(),
-            protocols: self
-                .config
-                .partition_assignment_strategy
-                .iter()
-                .map(|name| pb::join_group_request::Protocol {
-                    name: name.clone(),
-                    metadata: metadata.clone(),
-                })
-                .collect(),
-            client_id: self.config.client.client_id.clone(),
-            reason: String::new(),
-        };
-        let mut c = client(&self.cluster, &address)?;
-        let joined = c
-            .join_group(request)
-            .await
-            .map_err(|s| ClientError::from_status(&address, s))?
-            .into_inner();
-        if let Some(err) = wire(&joined.error) {
-            if err.code() == Some(ErrorCode::MemberIdRequired) {
-                lock(&self.shared).member_id = joined.member_id.clone();
-            }
-            return Err(err);
-        }
-        {
-            let mut s = lock(&self.shared);
-            s.member_id = joined.member_id.clone();
-            s.generation = joined.generation_id;
-        }
-        self.protocol = assignor::by_name(&joined.protocol_name)
-            .map_or(RebalanceProtocol::Eager, |a| a.protocol());
-        let leader = joined.leader == joined.member_id;
-        let mut assignments = Vec::new();
-        self.assigned_counts = None;
-        if leader && !joined.skip_assignment {
-            let (computed, counts) = self.assign(&joined).await?;
-            assignments = computed;
-            self.assigned_counts = Some(counts);
-        }
-        let sync = pb::SyncGroupRequest {
-            group_id: self.group_id.clone(),
-            generation_id: joined.generation_id,
-            member_id: joined.member_id.clone(),
-            group_instance_id: self.config.group_instance_id.clone(),
-            protocol_type: joined.protocol_type.clone(),
-            protocol_name: joined.protocol_name.clone(),
-            assignments,
-        };
-        let synced = c
-            .sync_group(sync)
-            .await
-            .map_err(|s| ClientError::from_status(&address, s))?
-            .into_inner();
-        if let Some(err) = wire(&synced.error) {
-            return Err(err);
-        }
-        let assignment = if synced.assignment.is_empty() {
-            Assignment::new(Vec::new())
-        } else {
-            Assignment::decode(&synced.assignment)?
-        };
-        tracing::info!(group = %self.group_id, generation = joined.generation_id, member = %joined.member_id, leader, partitions = assignment.partitions.len(), "joined the group");
-        Ok(assignment.partitions)
+    /// Whether a join is in flight.
+    pub(crate) fn is_joining(&self) -> bool {
+        self.pending.is_some()
     }
 
-    /// The leader's job: run the chosen assignor over every member's subscription.
-    async fn assign(
-        &self,
-        joined: &pb::JoinGroupResponse,
-    ) -> Result<(
-        Vec<pb::sync_group_request::Assignment>,
-        BTreeMap<String, i32>,
-    )> {
-        let assignor = assignor::by_name(&joined.protocol_name).ok_or_else(|| {
-            ClientError::Protocol(format!(
-                "the group chose assignor `{}`, which this client does not know",
-                joined.protocol_name
-            ))
-        })?;
-        let mut members = BTreeMap::new();
-        let mut topics = BTreeSet::new();
-        for m in &joined.members {
-            let subscription = Subscription::decode(&m.metadata)?;
-            topics.extend(subscription.topics.iter().cloned());
-            members.insert(
-                m.member_id.clone(),
-                MemberSubscription {
-                    group_instance_id: m.group_instance_id.clone(),
-                    subscription,
-                },
-            );
-        }
-        let topics: Vec<String> = topics.into_iter().collect();
-        let metadata = self.cluster.refresh(&topics).await?;
-        let counts: BTreeMap<String, i32> = topics
-            .iter()
-            .filter_map(|t| {
-                metadata
-                    .topics
-                    .get(t)
-                    .map(|info| (t.clone(), info.partitions.len() as i32))
-            })
-            .collect();
-        let assigned = assignor.assign(&counts, &members);
-        let mut out = Vec::new();
-        for (member_id, partitions) in assigned {
-            out.push(pb::sync_group_request::Assignment {
-                member_id,
-                assignment: Assignment::new(partitions).encode()?,
-            });
-        }
-        Ok((out, counts))
+    /// Waits up to `within` for the join in flight: the new assignment once it completes,
+    /// `None` while it is still waiting for the group.
+    pub(crate) async fn finish_join(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<Vec<TopicPartition>>> {
+        let Some(handle) = self.pending.as_mut() else {
+            return Ok(None);
+        };
+        let joined = match tokio::time::timeout(within, handle).await {
+            Err(_) => return Ok(None),
+            Ok(joined) => joined,
+        };
+        self.pending = None;
+        lock(&self.shared).joining = false;
+        let result =
+            joined.map_err(|e| ClientError::Protocol(format!("the join task failed: {e}")))??;
+        self.joined_topics = result.topics;
+        self.protocol = result.protocol;
+        self.assigned_counts = result.counts;
+        lock(&self.shared).rejoin_needed = false;
+        self.ensure_heartbeat();
+        Ok(Some(result.assigned))
     }
 
     fn ensure_heartbeat(&mut self) {
@@ -484,6 +365,10 @@ impl Membership {
         if let Some(h) = self.heartbeat.take() {
             h.abort();
         }
+        if let Some(h) = self.pending.take() {
+            h.abort();
+            lock(&self.shared).joining = false;
+        }
         let (member_id, _) = self.member();
         if member_id.is_empty() || self.config.group_instance_id.is_some() {
             return;
@@ -495,6 +380,219 @@ impl Membership {
         s.member_id.clear();
         s.generation = -1;
         s.rejoin_needed = true;
+    }
+}
+
+/// What a completed join gives the consumer.
+struct JoinResult {
+    assigned: Vec<TopicPartition>,
+    protocol: RebalanceProtocol,
+    /// The leader's partition counts per topic when it assigned.
+    counts: Option<BTreeMap<String, i32>>,
+    topics: BTreeSet<String>,
+}
+
+/// A join in flight (a task of its own, so `poll` can return meanwhile).
+struct Joiner {
+    group_id: String,
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    shared: Arc<Mutex<Shared>>,
+    owned: BTreeSet<TopicPartition>,
+    topics: BTreeSet<String>,
+}
+
+impl Joiner {
+    async fn coordinator(&self) -> Result<String> {
+        if let Some(c) = lock(&self.shared).coordinator.clone() {
+            return Ok(c);
+        }
+        let found = find_coordinator(&self.cluster, &self.group_id).await?;
+        lock(&self.shared).coordinator = Some(found.clone());
+        Ok(found)
+    }
+
+    fn forget_coordinator(&self) {
+        lock(&self.shared).coordinator = None;
+    }
+
+    /// Joins and syncs until it succeeds or a fatal error; bounded by `max.poll.interval.ms`.
+    async fn run(mut self) -> Result<JoinResult> {
+        let deadline = Instant::now() + self.config.max_poll_interval;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout(format!(
+                    "could not join group `{}` within max.poll.interval.ms",
+                    self.group_id
+                )));
+            }
+            match self.join_once().await {
+                Ok(result) => return Ok(result),
+                Err(err) => {
+                    let code = err.code();
+                    match code {
+                        Some(ErrorCode::MemberIdRequired) => continue,
+                        Some(ErrorCode::UnknownMemberId) => {
+                            let mut s = lock(&self.shared);
+                            s.member_id.clear();
+                            s.generation = -1;
+                            continue;
+                        }
+                        Some(ErrorCode::IllegalGeneration | ErrorCode::RebalanceInProgress) => {
+                            continue;
+                        }
+                        _ if coordinator_moved(&err) => {
+                            tracing::debug!(group = %self.group_id, error = %err, "coordinator moved; finding it again");
+                            self.forget_coordinator();
+                            tokio::time::sleep(
+                                self.config
+                                    .client
+                                    .retry_backoff
+                                    .max(Duration::from_millis(100)),
+                            )
+                            .await;
+                        }
+                        _ => return Err(err),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn join_once(&mut self) -> Result<JoinResult> {
+        let address = self.coordinator().await?;
+        let (member_id, generation) = {
+            let s = lock(&self.shared);
+            (s.member_id.clone(), s.generation)
+        };
+        let mut subscription = Subscription::new(self.topics.iter().cloned());
+        subscription.owned_partitions = self.owned.iter().cloned().collect();
+        subscription.generation_id = generation;
+        let metadata = subscription.encode()?;
+        let request = pb::JoinGroupRequest {
+            group_id: self.group_id.clone(),
+            session_timeout_ms: self.config.session_timeout.as_millis() as i32,
+            rebalance_timeout_ms: self.config.max_poll_interval.as_millis() as i32,
+            member_id,
+            group_instance_id: self.config.group_instance_id.clone(),
+            protocol_type: "consumer".into(),
+            protocols: self
+                .config
+                .partition_assignment_strategy
+                .iter()
+                .map(|name| pb::join_group_request::Protocol {
+                    name: name.clone(),
+                    metadata: metadata.clone(),
+                })
+                .collect(),
+            client_id: self.config.client.client_id.clone(),
+            reason: String::new(),
+        };
+        let mut c = client(&self.cluster, &address)?;
+        let joined = c
+            .join_group(request)
+            .await
+            .map_err(|s| ClientError::from_status(&address, s))?
+            .into_inner();
+        if let Some(err) = wire(&joined.error) {
+            if err.code() == Some(ErrorCode::MemberIdRequired) {
+                lock(&self.shared).member_id = joined.member_id.clone();
+            }
+            return Err(err);
+        }
+        {
+            let mut s = lock(&self.shared);
+            s.member_id = joined.member_id.clone();
+            s.generation = joined.generation_id;
+        }
+        let protocol = assignor::by_name(&joined.protocol_name)
+            .map_or(RebalanceProtocol::Eager, |a| a.protocol());
+        let leader = joined.leader == joined.member_id;
+        let mut assignments = Vec::new();
+        let mut assigned_counts = None;
+        if leader && !joined.skip_assignment {
+            let (computed, counts) = self.assign(&joined).await?;
+            assignments = computed;
+            assigned_counts = Some(counts);
+        }
+        let sync = pb::SyncGroupRequest {
+            group_id: self.group_id.clone(),
+            generation_id: joined.generation_id,
+            member_id: joined.member_id.clone(),
+            group_instance_id: self.config.group_instance_id.clone(),
+            protocol_type: joined.protocol_type.clone(),
+            protocol_name: joined.protocol_name.clone(),
+            assignments,
+        };
+        let synced = c
+            .sync_group(sync)
+            .await
+            .map_err(|s| ClientError::from_status(&address, s))?
+            .into_inner();
+        if let Some(err) = wire(&synced.error) {
+            return Err(err);
+        }
+        let assignment = if synced.assignment.is_empty() {
+            Assignment::new(Vec::new())
+        } else {
+            Assignment::decode(&synced.assignment)?
+        };
+        tracing::info!(group = %self.group_id, generation = joined.generation_id, member = %joined.member_id, leader, partitions = assignment.partitions.len(), "joined the group");
+        Ok(JoinResult {
+            assigned: assignment.partitions,
+            protocol,
+            counts: assigned_counts,
+            topics: self.topics.clone(),
+        })
+    }
+
+    /// The leader's job: run the chosen assignor over every member's subscription.
+    async fn assign(
+        &self,
+        joined: &pb::JoinGroupResponse,
+    ) -> Result<(
+        Vec<pb::sync_group_request::Assignment>,
+        BTreeMap<String, i32>,
+    )> {
+        let assignor = assignor::by_name(&joined.protocol_name).ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "the group chose assignor `{}`, which this client does not know",
+                joined.protocol_name
+            ))
+        })?;
+        let mut members = BTreeMap::new();
+        let mut topics = BTreeSet::new();
+        for m in &joined.members {
+            let subscription = Subscription::decode(&m.metadata)?;
+            topics.extend(subscription.topics.iter().cloned());
+            members.insert(
+                m.member_id.clone(),
+                MemberSubscription {
+                    group_instance_id: m.group_instance_id.clone(),
+                    subscription,
+                },
+            );
+        }
+        let topics: Vec<String> = topics.into_iter().collect();
+        let metadata = self.cluster.refresh(&topics).await?;
+        let counts: BTreeMap<String, i32> = topics
+            .iter()
+            .filter_map(|t| {
+                metadata
+                    .topics
+                    .get(t)
+                    .map(|info| (t.clone(), info.partitions.len() as i32))
+            })
+            .collect();
+        let assigned = assignor.assign(&counts, &members);
+        let mut out = Vec::new();
+        for (member_id, partitions) in assigned {
+            out.push(pb::sync_group_request::Assignment {
+                member_id,
+                assignment: Assignment::new(partitions).encode()?,
+            });
+        }
+        Ok((out, counts))
     }
 }
 
@@ -625,17 +723,19 @@ async fn heartbeat_loop(
 ) {
     loop {
         tokio::time::sleep(config.heartbeat_interval).await;
-        let (coordinator, member_id, generation, last_poll, rejoin) = {
+        let (coordinator, member_id, generation, last_poll, joining) = {
             let s = lock(&shared);
             (
                 s.coordinator.clone(),
                 s.member_id.clone(),
                 s.generation,
                 s.last_poll,
-                s.rejoin_needed,
+                s.joining,
             )
         };
-        if member_id.is_empty() || generation < 0 || rejoin {
+        // Heartbeats go on while a rejoin is pending (the session must not expire before the
+        // application polls again), but pause during the join itself.
+        if member_id.is_empty() || generation < 0 || joining {
             continue;
         }
         let address = match coordinator {

@@ -36,6 +36,59 @@ impl GroupService {
     }
 }
 
+/// Success travels as an explicit NONE error, as in every other response of the API.
+fn fill(error: &mut Option<PbError>) {
+    if error.is_none() {
+        *error = Some(PbError::none());
+    }
+}
+
+/// Fills every absent error of a response with NONE.
+trait Filled: Sized {
+    fn filled(self) -> Self;
+}
+
+macro_rules! filled {
+    ($ty:ty, |$r:ident| $body:block) => {
+        impl Filled for $ty {
+            fn filled(mut self) -> Self {
+                let $r = &mut self;
+                $body
+                self
+            }
+        }
+    };
+}
+
+filled!(pb::FindCoordinatorResponse, |r| { fill(&mut r.error) });
+filled!(pb::JoinGroupResponse, |r| { fill(&mut r.error) });
+filled!(pb::SyncGroupResponse, |r| { fill(&mut r.error) });
+filled!(pb::HeartbeatResponse, |r| { fill(&mut r.error) });
+filled!(pb::LeaveGroupResponse, |r| {
+    fill(&mut r.error);
+    r.members.iter_mut().for_each(|m| fill(&mut m.error));
+});
+filled!(pb::OffsetCommitResponse, |r| {
+    r.topics
+        .iter_mut()
+        .flat_map(|t| &mut t.partitions)
+        .for_each(|p| fill(&mut p.error));
+});
+filled!(pb::OffsetFetchResponse, |r| {
+    fill(&mut r.error);
+    r.topics
+        .iter_mut()
+        .flat_map(|t| &mut t.partitions)
+        .for_each(|p| fill(&mut p.error));
+});
+filled!(pb::ListGroupsResponse, |r| { fill(&mut r.error) });
+filled!(pb::DescribeGroupsResponse, |r| {
+    r.groups.iter_mut().for_each(|g| fill(&mut g.error));
+});
+filled!(pb::DeleteGroupsResponse, |r| {
+    r.results.iter_mut().for_each(|g| fill(&mut g.error));
+});
+
 /// Kafka prints client hosts as `/address`.
 fn client_host<T>(request: &Request<T>) -> String {
     request
@@ -106,7 +159,7 @@ impl Group for GroupService {
                 address: String::new(),
             },
         };
-        Ok(Response::new(response))
+        Ok(Response::new(response.filled()))
     }
 
     async fn join_group(
@@ -118,7 +171,8 @@ impl Group for GroupService {
         Ok(Response::new(
             self.coordinator
                 .join_group(request.into_inner(), host)
-                .await,
+                .await
+                .filled(),
         ))
     }
 
@@ -128,7 +182,10 @@ impl Group for GroupService {
     ) -> Result<Response<pb::SyncGroupResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.sync_group(request.into_inner()).await,
+            self.coordinator
+                .sync_group(request.into_inner())
+                .await
+                .filled(),
         ))
     }
 
@@ -138,7 +195,7 @@ impl Group for GroupService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.heartbeat(request.into_inner()),
+            self.coordinator.heartbeat(request.into_inner()).filled(),
         ))
     }
 
@@ -148,7 +205,7 @@ impl Group for GroupService {
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.leave_group(request.into_inner()),
+            self.coordinator.leave_group(request.into_inner()).filled(),
         ))
     }
 
@@ -158,7 +215,10 @@ impl Group for GroupService {
     ) -> Result<Response<pb::OffsetCommitResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.offset_commit(request.into_inner()).await,
+            self.coordinator
+                .offset_commit(request.into_inner())
+                .await
+                .filled(),
         ))
     }
 
@@ -168,7 +228,7 @@ impl Group for GroupService {
     ) -> Result<Response<pb::OffsetFetchResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.offset_fetch(request.into_inner()),
+            self.coordinator.offset_fetch(request.into_inner()).filled(),
         ))
     }
 
@@ -178,7 +238,7 @@ impl Group for GroupService {
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.list_groups(request.into_inner()),
+            self.coordinator.list_groups(request.into_inner()).filled(),
         ))
     }
 
@@ -188,7 +248,9 @@ impl Group for GroupService {
     ) -> Result<Response<pb::DescribeGroupsResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.describe_groups(request.into_inner()),
+            self.coordinator
+                .describe_groups(request.into_inner())
+                .filled(),
         ))
     }
 
@@ -198,7 +260,10 @@ impl Group for GroupService {
     ) -> Result<Response<pb::DeleteGroupsResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.delete_groups(request.into_inner()).await,
+            self.coordinator
+                .delete_groups(request.into_inner())
+                .await
+                .filled(),
         ))
     }
 }

@@ -601,7 +601,9 @@ impl GroupCoordinator {
                 "the group is being deleted",
             ));
         }
-        if !g.members.is_empty() {
+        if g.members.is_empty() {
+            g.protocol_type = Some(req.protocol_type.clone());
+        } else {
             if g.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
                 return Err(PbError::new(
                     ErrorCode::InconsistentGroupProtocol,
@@ -664,7 +666,13 @@ impl GroupCoordinator {
                         PbError::new(ErrorCode::UnknownServerError, "static member map broken")
                     })?;
                     fence_waiting(&mut old);
-                    let unchanged = old.protocols == protocols;
+                    // Kafka's rule: no rebalance while the group's chosen assignor stays the
+                    // same (the restarted member's metadata, e.g. its owned partitions, may
+                    // differ; the group keeps the assignment it has).
+                    let unchanged = g
+                        .protocol
+                        .as_ref()
+                        .is_some_and(|p| protocols.iter().any(|(n, _)| n == p));
                     let mut member = new_member(new_id.clone());
                     member.assignment = std::mem::take(&mut old.assignment);
                     g.members.insert(new_id.clone(), member);
