@@ -225,6 +225,180 @@ async fn the_seeds_first_lab_works_with_only_the_program_name_changed() -> Resul
         assert_eq!(fields[2], "null");
     }
 
+    // The seed's second lab: consumer groups. A group reads from the beginning once and
+    // commits; a second run of the same group gets nothing more (--from-beginning applies only
+    // while the group has no committed offset).
+    let group_read = |bootstrap: String| {
+        tributary(
+            &[
+                "console-consumer",
+                "--bootstrap-server",
+                &bootstrap,
+                "--topic",
+                "inventory_purchases",
+                "--group",
+                "lab2",
+                "--from-beginning",
+                "--timeout-ms",
+                "8000",
+            ],
+            None,
+        )
+    };
+    let out = group_read(bootstrap.clone())?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut got: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "product: apples, quantity: 5",
+            "product: lemons, quantity: 7"
+        ],
+        "the group's first read: {}",
+        text(&out.stderr)
+    );
+    let out = group_read(bootstrap.clone())?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "the group's offsets were committed");
+
+    let out = tributary(
+        &[
+            "consumer-groups",
+            "--bootstrap-server",
+            &bootstrap,
+            "--list",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "lab2\n");
+    let out = tributary(
+        &[
+            "consumer-groups",
+            "--bootstrap-server",
+            &bootstrap,
+            "--describe",
+            "--group",
+            "lab2",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let described = text(&out.stdout);
+    assert!(
+        described.contains("Consumer group 'lab2' has no active members."),
+        "{described}"
+    );
+    let rows: Vec<Vec<&str>> = described
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("Consumer group"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "CONSUMER-ID",
+            "HOST",
+            "CLIENT-ID"
+        ]
+    );
+    let mut total_end = 0;
+    for row in &rows[1..] {
+        assert_eq!(row.len(), 9, "{row:?}");
+        assert_eq!(row[0], "lab2");
+        assert_eq!(row[3], row[4], "committed up to the end: {row:?}");
+        assert_eq!(row[5], "0", "no lag: {row:?}");
+        assert_eq!(&row[6..], ["-", "-", "-"], "no member: {row:?}");
+        total_end += row[4].parse::<i64>()?;
+    }
+    assert_eq!(total_end, 2, "{described}");
+    let out = tributary(
+        &[
+            "consumer-groups",
+            "--bootstrap-server",
+            &bootstrap,
+            "--describe",
+            "--group",
+            "lab2",
+            "--state",
+        ],
+        None,
+    )?;
+    let state = text(&out.stdout);
+    assert!(
+        state.contains("ASSIGNMENT-STRATEGY") && state.contains("Empty"),
+        "{state}"
+    );
+
+    // Reset to the earliest offsets: the group reads everything again.
+    let out = tributary(
+        &[
+            "consumer-groups",
+            "--bootstrap-server",
+            &bootstrap,
+            "--reset-offsets",
+            "--group",
+            "lab2",
+            "--topic",
+            "inventory_purchases",
+            "--to-earliest",
+            "--execute",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("NEW-OFFSET"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = group_read(bootstrap.clone())?;
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "read again after the reset"
+    );
+    let out = tributary(
+        &[
+            "consumer-groups",
+            "--bootstrap-server",
+            &bootstrap,
+            "--delete",
+            "--group",
+            "lab2",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("Deletion of requested consumer groups ('lab2') was successful.")
+    );
+    let out = tributary(
+        &[
+            "consumer-groups",
+            "--bootstrap-server",
+            &bootstrap,
+            "--describe",
+            "--group",
+            "lab2",
+        ],
+        None,
+    )?;
+    assert!(!out.status.success(), "a deleted group does not exist");
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Bad input: one line on stderr, a non-zero exit.
     let out = tributary(
         &[
