@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -459,6 +460,34 @@ def check_systemd(binaries):
             if set(listeners) != set(advertised) or config.get("inter_broker_listener_name") not in listeners:
                 fail(example_path, "listeners, advertised_listeners and inter_broker_listener_name disagree")
     CHECKED.append("systemd units and example configs")
+    verify_units(binaries, directory)
+
+
+def verify_units(binaries, directory):
+    """`systemd-analyze verify`, where there is one, on copies of the units that run the binaries
+    under test: any complaint about a unit's own lines fails the check."""
+    if not shutil.which("systemd-analyze"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        units = []
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".service"):
+                text = open(os.path.join(directory, name), encoding="utf-8").read()
+                for binary in binaries.values():
+                    text = text.replace(f"/usr/local/bin/{binary.name} ", f"{binary.path} ")
+                units.append(os.path.join(tmp, name))
+                with open(units[-1], "w", encoding="utf-8") as f:
+                    f.write(text)
+        try:
+            out = subprocess.run(
+                ["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return
+        for line in (out.stdout + out.stderr).splitlines():
+            if ".service:" in line:
+                fail(os.path.join(directory, os.path.basename(line.split(":", 1)[0])), line)
+    CHECKED.append("systemd-analyze verify")
 
 
 # --- Grafana ----------------------------------------------------------------------------------

@@ -247,6 +247,7 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
             generation_id: 0,
             member_id: joined.member_id.clone(),
             group_instance_id: None,
+            max_wait_ms: 0,
         })
         .await?
         .into_inner();

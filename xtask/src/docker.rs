@@ -411,6 +411,26 @@ impl ComposeCluster {
             "xtask: compose-test: round trip through the host's CLI in {}",
             secs(round_trip.elapsed())
         );
+        self.check_metrics()?;
+        Ok(())
+    }
+
+    /// Every node's published Prometheus endpoint answers with its metrics.
+    fn check_metrics(&self) -> Result<()> {
+        for i in 1..=3 {
+            for (kind, metric) in [
+                ("BROKER", "tributary_requests_total"),
+                ("COORDINATOR", "tributary_raft_term"),
+            ] {
+                let port = self.port(&format!("{kind}_{i}_METRICS_PORT"));
+                let text = http_get(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), "/metrics")
+                    .with_context(|| format!("GET /metrics of {kind} {i} on port {port}"))?;
+                if !text.contains(metric) {
+                    bail!("GET /metrics of {kind} {i} on port {port} has no {metric}:\n{text}");
+                }
+            }
+        }
+        eprintln!("xtask: compose-test: every node's published /metrics answers");
         Ok(())
     }
 
@@ -443,7 +463,20 @@ impl ComposeCluster {
                 if let Some(dead) = states.iter().find(|s| {
                     s.contains(" exited ") || s.contains(" dead ") || s.ends_with(" unhealthy")
                 }) {
-                    bail!("a container failed: {dead}");
+                    let name = dead.split(' ').next().unwrap_or_default();
+                    let health = run_bounded(
+                        Command::new("docker").args([
+                            "inspect",
+                            "--format",
+                            "{{with .State.Health}}{{range .Log}}{{.Output}}{{end}}{{end}}",
+                            name.trim_start_matches('/'),
+                        ]),
+                        None,
+                        Duration::from_secs(60),
+                    )
+                    .map(|o| o.stdout)
+                    .unwrap_or_default();
+                    bail!("a container failed: {dead}; its last health checks said:\n{health}");
                 }
                 if states.len() == 6 && waiting.is_empty() {
                     return Ok(());
@@ -683,6 +716,21 @@ fn run_bounded(command: &mut Command, stdin: Option<&str>, timeout: Duration) ->
         stdout: collect(stdout, Duration::from_secs(10)),
         stderr: collect(stderr, Duration::from_secs(10)),
     })
+}
+
+/// `GET path` over HTTP/1.0, bounded to 10 s; the response, headers included.
+fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let timeout = Duration::from_secs(10);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    if !text.starts_with("HTTP/1.") || !text.contains(" 200 ") {
+        bail!("answered {}", text.lines().next().unwrap_or("nothing"));
+    }
+    Ok(text)
 }
 
 fn secs(d: Duration) -> String {

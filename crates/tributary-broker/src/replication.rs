@@ -262,6 +262,7 @@ async fn run(
     let config = manager.config().clone();
     let mut link: Option<(String, Box<dyn LeaderLink>)> = None;
     let mut backoff = MIN_BACKOFF;
+    let mut no_address_warned: Option<Instant> = None;
     loop {
         let now = Instant::now();
         let snapshot: Vec<Snapshot> = fetcher
@@ -289,6 +290,16 @@ async fn run(
             .metadata()
             .read(|image| crate::listeners::advertised_address(image, fetcher.leader, listener))
         else {
+            // Unknown leader (the image lags), or one registered without this listener: a
+            // misconfiguration that would otherwise stall replication silently.
+            if manager
+                .metadata()
+                .read(|image| image.brokers.contains_key(&fetcher.leader))
+                && no_address_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                no_address_warned = Some(Instant::now());
+                tracing::warn!(leader = fetcher.leader, listener = %listener, "the leader advertises no address on the inter-broker listener; every broker needs the same listener names");
+            }
             tokio::time::sleep(PARTITION_RETRY).await;
             continue;
         };

@@ -721,8 +721,12 @@ async fn heartbeat_loop(
     group: String,
     config: ConsumerConfig,
 ) {
+    let mut last_sent = Instant::now();
     loop {
-        tokio::time::sleep(config.heartbeat_interval).await;
+        // Held heartbeats return early when a rebalance starts; keep at least the interval
+        // between the starts of two heartbeats otherwise.
+        tokio::time::sleep_until(last_sent + config.heartbeat_interval).await;
+        last_sent = Instant::now();
         let (coordinator, member_id, generation, last_poll, joining) = {
             let s = lock(&shared);
             (
@@ -772,6 +776,7 @@ async fn heartbeat_loop(
             generation_id: generation,
             member_id: member_id.clone(),
             group_instance_id: config.group_instance_id.clone(),
+            max_wait_ms: config.heartbeat_interval.as_millis().min(30_000) as u32,
         };
         let result = match client(&cluster, &address) {
             Ok(mut c) => c

@@ -57,7 +57,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use tributary_record::varint::{get_varint, get_varlong, put_varint, put_varlong};
+use tributary_record::varint::{put_varint, put_varlong};
 use tributary_record::{
     BATCH_HEADER_LEN, BatchHeader, Batches, CRC_COVERED_FROM, Compression,
     DECOMPRESSED_RECORDS_BYTES_MAX, NO_TIMESTAMP, RecordError, TimestampType, verify_batch,
@@ -118,7 +118,8 @@ impl Default for CleanerConfig {
 impl CleanerConfig {
     /// Checks every value, naming the first one that is wrong.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |key: &'static str, reason: String| Err(StorageError::InvalidConfig { key, reason });
+        let invalid =
+            |key: &'static str, reason: String| Err(StorageError::InvalidConfig { key, reason });
         if self.dedupe_buffer_bytes < 256 {
             return invalid(
                 "log.cleaner.dedupe.buffer.size",
@@ -166,7 +167,13 @@ pub struct Cleaner {
     write_buf: Vec<u8>,
     batch_buf: Vec<u8>,
     scratch: Vec<u8>,
+    /// A rebuilt batch, its uncompressed records and one re-encoded record.
+    rebuilt: Vec<u8>,
+    plain: Vec<u8>,
+    record_buf: Vec<u8>,
     records: Vec<RecordRef>,
+    /// The key digest of each record of the current batch.
+    digests: Vec<Option<KeyDigest>>,
     /// Producer id -> base offset of its last batch in the log, for the current pass.
     producers: HashMap<i64, i64>,
     /// More producer ids than [`MAX_TRACKED_PRODUCERS`] in the current pass.
@@ -186,7 +193,11 @@ impl Cleaner {
             write_buf: Vec::new(),
             batch_buf: Vec::new(),
             scratch: Vec::new(),
+            rebuilt: Vec::new(),
+            plain: Vec::new(),
+            record_buf: Vec::new(),
             records: Vec::new(),
+            digests: Vec::new(),
             producers: HashMap::new(),
             producers_overflow: false,
             fault: None,
@@ -422,6 +433,16 @@ pub(crate) struct RecordRef {
     value_is_null: bool,
 }
 
+/// The digest of every record's key (`None` for a keyless record).
+fn digest_keys(section: &[u8], records: &[RecordRef], out: &mut Vec<Option<KeyDigest>>) {
+    out.clear();
+    out.extend(
+        records
+            .iter()
+            .map(|r| r.key.map(|(from, to)| KeyDigest::of(&section[from..to]))),
+    );
+}
+
 /// Splits a (decompressed) records section into its records, checking each one's framing.
 fn parse_records(
     section: &[u8],
@@ -433,44 +454,41 @@ fn parse_records(
     let mut position = 0usize;
     for i in 0..header.record_count {
         let start = position;
-        let mut rest = &section[position..];
-        let length = get_varint(&mut rest)?;
+        let length = varint(section, &mut position, section.len())?;
         let length = usize::try_from(length)
             .map_err(|_| invalid(format!("record {i} has negative length {length}")))?;
-        let body_start = section.len() - rest.len();
+        let body_start = position;
         let end = body_start
             .checked_add(length)
             .filter(|&end| end <= section.len())
             .ok_or_else(|| invalid(format!("record {i} runs past the end of the batch")))?;
-        let mut body = &section[body_start..end];
-        if body.is_empty() {
+        if length == 0 {
             return Err(invalid(format!("record {i} is empty")));
         }
         let attributes_at = body_start;
-        body = &body[1..];
-        let timestamp_delta = get_varlong(&mut body)?;
-        let offset_delta = get_varint(&mut body)?;
+        let mut at = body_start + 1;
+        let timestamp_delta = varlong(section, &mut at, end, 10)?;
+        let offset_delta = varint(section, &mut at, end)?;
         if offset_delta < 0 || offset_delta > header.last_offset_delta {
             return Err(invalid(format!(
                 "record {i} has offset delta {offset_delta} outside the batch (last delta {})",
                 header.last_offset_delta
             )));
         }
-        let rest_at = end - body.len();
-        let key_len = get_varint(&mut body)?;
+        let rest_at = at;
+        let key_len = varint(section, &mut at, end)?;
         let key = if key_len < 0 {
             None
         } else {
-            let key_len = key_len as usize;
-            if key_len > body.len() {
-                return Err(invalid(format!("record {i}'s key runs past the record")));
-            }
-            let key_start = end - body.len();
-            body = &body[key_len..];
-            Some((key_start, key_start + key_len))
+            let key_start = at;
+            at = key_start
+                .checked_add(key_len as usize)
+                .filter(|&e| e <= end)
+                .ok_or_else(|| invalid(format!("record {i}'s key runs past the record")))?;
+            Some((key_start, at))
         };
-        let value_len = get_varint(&mut body)?;
-        if value_len >= 0 && value_len as usize > body.len() {
+        let value_len = varint(section, &mut at, end)?;
+        if value_len >= 0 && value_len as usize > end - at {
             return Err(invalid(format!("record {i}'s value runs past the record")));
         }
         out.push(RecordRef {
@@ -493,6 +511,57 @@ fn parse_records(
         )));
     }
     Ok(())
+}
+
+/// A zig-zag varlong of at most `max_bytes` bytes at `buf[*at..end]`, advancing `at`: Kafka's
+/// encoding, as `tributary_record::varint` reads it, with fast paths for one and two bytes (every
+/// length and delta of a typical record), where the cleaner spends much of its parsing time.
+#[inline(always)]
+fn varlong(buf: &[u8], at: &mut usize, end: usize, max_bytes: usize) -> Result<i64, RecordError> {
+    let zigzag = |raw: u64| ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+    if *at < end && buf[*at] < 0x80 {
+        let raw = u64::from(buf[*at]);
+        *at += 1;
+        return Ok(zigzag(raw));
+    }
+    if max_bytes >= 2 && *at + 1 < end && buf[*at + 1] < 0x80 {
+        let raw = u64::from(buf[*at] & 0x7f) | (u64::from(buf[*at + 1]) << 7);
+        *at += 2;
+        return Ok(zigzag(raw));
+    }
+    varlong_slow(buf, at, end, max_bytes)
+}
+
+#[cold]
+fn varlong_slow(
+    buf: &[u8],
+    at: &mut usize,
+    end: usize,
+    max_bytes: usize,
+) -> Result<i64, RecordError> {
+    let mut raw: u64 = 0;
+    for i in 0..max_bytes {
+        if *at >= end {
+            return Err(RecordError::Invalid(
+                "varint runs past the end of the record".into(),
+            ));
+        }
+        let byte = buf[*at];
+        *at += 1;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    Err(RecordError::Invalid(format!(
+        "varint longer than {max_bytes} bytes"
+    )))
+}
+
+#[inline(always)]
+fn varint(buf: &[u8], at: &mut usize, end: usize) -> Result<i32, RecordError> {
+    let value = varlong(buf, at, end, 5)?;
+    i32::try_from(value).map_err(|_| RecordError::Invalid(format!("varint {value} out of range")))
 }
 
 /// A sealed segment as a pass saw it.
@@ -805,7 +874,9 @@ impl Log {
             .filter(|s| s.next_offset > first_dirty)
             .map(|s| s.next_offset - s.base_offset.max(first_dirty))
             .sum();
-        cleaner.map.reset(usize::try_from(expected_keys).unwrap_or(usize::MAX));
+        cleaner
+            .map
+            .reset(usize::try_from(expected_keys).unwrap_or(usize::MAX));
         cleaner.producers.clear();
         cleaner.producers_overflow = false;
         let mut map_end = plan.first_uncleanable;
@@ -815,6 +886,7 @@ impl Log {
             read_buf,
             batch_buf,
             records,
+            digests,
             producers,
             producers_overflow,
             config,
@@ -822,7 +894,16 @@ impl Log {
         } = cleaner;
         for (i, segment) in plan.segments.iter().enumerate() {
             let dirty = i < plan.cleanable && segment.next_offset > first_dirty;
-            let mut reader = match SegmentReader::open(&segment.path, segment.size, read_buf, config.io_buffer_bytes) {
+            if !dirty && segment.base_offset >= plan.upper_bound {
+                // Nothing committed from here on: nothing more to learn about producers.
+                break;
+            }
+            let mut reader = match SegmentReader::open(
+                &segment.path,
+                segment.size,
+                read_buf,
+                config.io_buffer_bytes,
+            ) {
                 Ok(reader) => reader,
                 Err(err) => return self.stop_or_fail(plan, i, err),
             };
@@ -836,6 +917,9 @@ impl Log {
                     Ok(None) => break,
                     Err(err) => return self.stop_or_fail(plan, i, err),
                 };
+                if !dirty && header.base_offset >= plan.upper_bound {
+                    break;
+                }
                 // A producer's later batch that is not committed yet may still be truncated
                 // away: only committed batches decide which one is its last.
                 if header.producer_id >= 0 && header.last_offset() < plan.upper_bound {
@@ -859,13 +943,15 @@ impl Log {
                 if let Err(err) = parse_records(section, &header, records) {
                     return self.stop_or_fail(plan, i, reader.corrupt(err.to_string()));
                 }
-                for record in records.iter() {
+                digest_keys(section, records, digests);
+                map.prefetch(digests);
+                for (record, digest) in records.iter().zip(digests.iter()) {
                     let offset = header.base_offset + i64::from(record.offset_delta);
-                    let Some((from, to)) = record.key else { continue };
+                    let Some(digest) = *digest else { continue };
                     if offset < first_dirty || offset >= plan.first_uncleanable {
                         continue;
                     }
-                    if !map.put(KeyDigest::of(&section[from..to]), offset) {
+                    if !map.put(digest, offset) {
                         map_end = offset;
                         full = true;
                         break;
@@ -881,7 +967,12 @@ impl Log {
 
     /// After an error reading segment `index` of the plan: if the log changed under the pass
     /// (retention deleted or truncation cut the segment), stop quietly; else it is a real error.
-    fn stop_or_fail<T>(&self, plan: &PassPlan, index: usize, err: StorageError) -> Result<Option<T>> {
+    fn stop_or_fail<T>(
+        &self,
+        plan: &PassPlan,
+        index: usize,
+        err: StorageError,
+    ) -> Result<Option<T>> {
         let state = self.read_state()?;
         if state.unchanged_since(plan, index.min(plan.segments.len() - 1)) {
             Err(err)
@@ -941,7 +1032,11 @@ impl Log {
             read_buf,
             batch_buf,
             scratch,
+            rebuilt,
+            plain,
+            record_buf,
             records,
+            digests,
             producers,
             producers_overflow,
             map,
@@ -953,7 +1048,12 @@ impl Log {
             let segment = &plan.segments[i];
             outcome.segments_read += 1;
             outcome.bytes_read += segment.size - FILE_HEADER_LEN;
-            let mut reader = match SegmentReader::open(&segment.path, segment.size, read_buf, config.io_buffer_bytes) {
+            let mut reader = match SegmentReader::open(
+                &segment.path,
+                segment.size,
+                read_buf,
+                config.io_buffer_bytes,
+            ) {
                 Ok(reader) => reader,
                 Err(err) => return self.stop_or_fail(plan, i, err).map(|_: Option<()>| false),
             };
@@ -973,16 +1073,22 @@ impl Log {
                     continue;
                 }
                 if let Err(err) = verify_batch(batch) {
-                    return self.stop_or_fail(plan, i, reader.corrupt(err.to_string())).map(|_: Option<()>| false);
+                    return self
+                        .stop_or_fail(plan, i, reader.corrupt(err.to_string()))
+                        .map(|_: Option<()>| false);
                 }
                 let section = match batch_records(batch, &header, batch_buf) {
                     Ok(section) => section,
                     Err(err) => {
-                        return self.stop_or_fail(plan, i, reader.corrupt(err.to_string())).map(|_: Option<()>| false);
+                        return self
+                            .stop_or_fail(plan, i, reader.corrupt(err.to_string()))
+                            .map(|_: Option<()>| false);
                     }
                 };
                 if let Err(err) = parse_records(section, &header, records) {
-                    return self.stop_or_fail(plan, i, reader.corrupt(err.to_string())).map(|_: Option<()>| false);
+                    return self
+                        .stop_or_fail(plan, i, reader.corrupt(err.to_string()))
+                        .map(|_: Option<()>| false);
                 }
                 let had_horizon = header.attributes & DELETE_HORIZON_BIT != 0;
                 let horizon_passed = had_horizon && header.base_timestamp <= ctx.now_ms;
@@ -990,12 +1096,14 @@ impl Log {
                 let mut tombstones_kept = false;
                 // Keep flags in `scratch` (one byte per record): no allocation per batch.
                 scratch.clear();
-                for record in records.iter() {
+                digest_keys(section, records, digests);
+                map.prefetch(digests);
+                for (record, digest) in records.iter().zip(digests.iter()) {
                     let offset = header.base_offset + i64::from(record.offset_delta);
-                    let keep = match record.key {
+                    let keep = match *digest {
                         None => true,
-                        Some((from, to)) => {
-                            let latest = map.get(KeyDigest::of(&section[from..to]));
+                        Some(digest) => {
+                            let latest = map.get(digest);
                             if latest.is_some_and(|latest| offset < latest) {
                                 false
                             } else if record.value_is_null {
@@ -1042,7 +1150,8 @@ impl Log {
                             .map_or(producers_overflow, |&last| last == header.base_offset);
                     if last_of_segment || producer_needs {
                         let empty = empty_batch(&header);
-                        let empty_header = BatchHeader::parse(&empty).map_err(|e| reader.corrupt(e.to_string()))?;
+                        let empty_header = BatchHeader::parse(&empty)
+                            .map_err(|e| reader.corrupt(e.to_string()))?;
                         writer.append(&empty, &empty_header, empty[..] != *batch)?;
                         outcome.empty_batches_kept += 1;
                     } else {
@@ -1052,12 +1161,16 @@ impl Log {
                     continue;
                 }
                 let keep: &[u8] = scratch;
-                let mut rebuilt = Vec::with_capacity(batch.len());
-                let horizon = rebuild_batch(&header, section, records, keep, horizon, &mut rebuilt)
+                let buffers = RebuildBuffers {
+                    out: rebuilt,
+                    plain,
+                    record: record_buf,
+                };
+                let horizon = rebuild_batch(&header, section, records, keep, horizon, buffers)
                     .map_err(|e| reader.corrupt(e.to_string()))?;
                 let rebuilt_header =
-                    BatchHeader::parse(&rebuilt).map_err(|e| reader.corrupt(e.to_string()))?;
-                writer.append(&rebuilt, &rebuilt_header, true)?;
+                    BatchHeader::parse(rebuilt).map_err(|e| reader.corrupt(e.to_string()))?;
+                writer.append(rebuilt, &rebuilt_header, true)?;
                 writer.note_horizon(horizon);
             }
         }
@@ -1082,7 +1195,10 @@ impl Log {
             return Ok(true);
         }
         for kind in [FileKind::OffsetIndex, FileKind::TimeIndex] {
-            rename(&suffixed(dir, base_offset, kind, CLEANED_SUFFIX), &suffixed(dir, base_offset, kind, SWAP_SUFFIX))?;
+            rename(
+                &suffixed(dir, base_offset, kind, CLEANED_SUFFIX),
+                &suffixed(dir, base_offset, kind, SWAP_SUFFIX),
+            )?;
         }
         sync_dir(dir)?;
         cleaner.check_fault(CleanFault::IndexesSwapped, dir)?;
@@ -1092,7 +1208,10 @@ impl Log {
             written.remove();
             return Ok(false);
         }
-        rename(&suffixed(dir, base_offset, FileKind::Log, CLEANED_SUFFIX), &suffixed(dir, base_offset, FileKind::Log, SWAP_SUFFIX))?;
+        rename(
+            &suffixed(dir, base_offset, FileKind::Log, CLEANED_SUFFIX),
+            &suffixed(dir, base_offset, FileKind::Log, SWAP_SUFFIX),
+        )?;
         sync_dir(dir)?;
         // Committed: from here on, a crash is finished by the next open, and an error leaves
         // the files ahead of memory, so the log closes itself until it is reopened.
@@ -1102,13 +1221,24 @@ impl Log {
                 Segment::delete_files(dir, segment.base_offset)?;
             }
             for kind in [FileKind::OffsetIndex, FileKind::TimeIndex] {
-                rename(&suffixed(dir, base_offset, kind, SWAP_SUFFIX), &segment_path(dir, base_offset, kind))?;
+                rename(
+                    &suffixed(dir, base_offset, kind, SWAP_SUFFIX),
+                    &segment_path(dir, base_offset, kind),
+                )?;
             }
             sync_dir(dir)?;
             cleaner.check_fault(CleanFault::OldSegmentsDeleted, dir)?;
-            rename(&suffixed(dir, base_offset, FileKind::Log, SWAP_SUFFIX), &segment_path(dir, base_offset, FileKind::Log))?;
+            rename(
+                &suffixed(dir, base_offset, FileKind::Log, SWAP_SUFFIX),
+                &segment_path(dir, base_offset, FileKind::Log),
+            )?;
             sync_dir(dir)?;
-            Segment::open_sealed(dir, base_offset, plan.config.index_interval_bytes, &self.resources.files)
+            Segment::open_sealed(
+                dir,
+                base_offset,
+                plan.config.index_interval_bytes,
+                &self.resources.files,
+            )
         })();
         let mut segment = match finish {
             Ok(segment) => segment,
@@ -1250,21 +1380,40 @@ fn finish_batch(out: &mut [u8]) {
 /// Rebuilds a batch with only the records flagged in `keep`, in the batch's codec, with a
 /// delete horizon if `horizon` is given. Returns the horizon the batch got (`None` if the
 /// records' timestamps cannot be re-based on it without overflow: the tombstones then stay).
+/// Where [`rebuild_batch`] writes: the batch, and two scratch buffers.
+struct RebuildBuffers<'a> {
+    out: &'a mut Vec<u8>,
+    plain: &'a mut Vec<u8>,
+    record: &'a mut Vec<u8>,
+}
+
 fn rebuild_batch(
     header: &BatchHeader,
     section: &[u8],
     records: &[RecordRef],
     keep: &[u8],
     horizon: Option<i64>,
-    out: &mut Vec<u8>,
+    buffers: RebuildBuffers<'_>,
 ) -> Result<Option<i64>, RecordError> {
-    let kept = || records.iter().zip(keep).filter(|(_, k)| **k != 0).map(|(r, _)| r);
+    let RebuildBuffers {
+        out,
+        plain,
+        record: body,
+    } = buffers;
+    let kept = || {
+        records
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| **k != 0)
+            .map(|(r, _)| r)
+    };
     let timestamp = |r: &RecordRef| header.base_timestamp.checked_add(r.timestamp_delta);
     let first = kept()
         .next()
         .ok_or_else(|| RecordError::Invalid("no record to rebuild a batch from".into()))?;
     let overflow = || RecordError::Invalid("record timestamp overflows".into());
-    let rebase = |base: i64| kept().all(|r| timestamp(r).and_then(|t| t.checked_sub(base)).is_some());
+    let rebase =
+        |base: i64| kept().all(|r| timestamp(r).and_then(|t| t.checked_sub(base)).is_some());
     let (base_timestamp, horizon) = match horizon {
         Some(h) if rebase(h) => (h, Some(h)),
         _ => {
@@ -1279,13 +1428,9 @@ fn rebuild_batch(
     let max_timestamp = if header.timestamp_type() == TimestampType::LogAppendTime {
         header.max_timestamp
     } else {
-        kept()
-            .filter_map(timestamp)
-            .max()
-            .unwrap_or(NO_TIMESTAMP)
+        kept().filter_map(timestamp).max().unwrap_or(NO_TIMESTAMP)
     };
-    let mut plain = Vec::with_capacity(section.len());
-    let mut body = Vec::new();
+    plain.clear();
     for record in kept() {
         if base_timestamp == header.base_timestamp {
             plain.extend_from_slice(&section[record.start..record.end]);
@@ -1296,11 +1441,11 @@ fn rebuild_batch(
             .ok_or_else(overflow)?;
         body.clear();
         body.push(section[record.attributes_at]);
-        put_varlong(&mut body, delta);
-        put_varint(&mut body, record.offset_delta);
+        put_varlong(body, delta);
+        put_varint(body, record.offset_delta);
         body.extend_from_slice(&section[record.rest_at..record.end]);
-        put_varint(&mut plain, body.len() as i32);
-        plain.extend_from_slice(&body);
+        put_varint(plain, body.len() as i32);
+        plain.extend_from_slice(body);
     }
     let mut attributes = header.attributes & !DELETE_HORIZON_BIT;
     if horizon.is_some() {
@@ -1316,9 +1461,12 @@ fn rebuild_batch(
         kept().count() as i32,
     );
     if header.compression() == Compression::None {
-        out.extend_from_slice(&plain);
+        out.extend_from_slice(plain);
     } else {
-        out.extend_from_slice(&tributary_record::compression::compress(header.compression(), &plain)?);
+        out.extend_from_slice(&tributary_record::compression::compress(
+            header.compression(),
+            plain,
+        )?);
     }
     if out.len() - tributary_record::LOG_OVERHEAD > i32::MAX as usize {
         return Err(RecordError::Invalid("rebuilt batch too large".into()));
@@ -1389,16 +1537,24 @@ impl<'b> SegmentReader<'b> {
         self.current = (at, 0);
         let remaining = self.end - at;
         if remaining < BATCH_HEADER_LEN as u64 {
-            return Err(self.corrupt(format!("{remaining} bytes at the end of a sealed segment, less than a batch header")));
+            return Err(self.corrupt(format!(
+                "{remaining} bytes at the end of a sealed segment, less than a batch header"
+            )));
         }
-        let window = if body { self.chunk } else { HEADER_WINDOW_BYTES };
+        let window = if body {
+            self.chunk
+        } else {
+            HEADER_WINDOW_BYTES
+        };
         self.fill(at, BATCH_HEADER_LEN, window)?;
         let offset = (at - self.buf_start) as usize;
         let header = BatchHeader::parse(&self.buf[offset..offset + BATCH_HEADER_LEN])
             .map_err(|e| self.corrupt(e.to_string()))?;
         let total = header.total_len();
         if total as u64 > remaining {
-            return Err(self.corrupt(format!("batch of {total} bytes runs past the end of the segment")));
+            return Err(self.corrupt(format!(
+                "batch of {total} bytes runs past the end of the segment"
+            )));
         }
         if body {
             self.fill(at, total, self.chunk)?;
@@ -1462,7 +1618,13 @@ struct CleanedWriter {
 }
 
 impl CleanedWriter {
-    fn create(dir: &Path, base_offset: i64, interval: u32, mut buf: Vec<u8>, chunk: usize) -> Result<Self> {
+    fn create(
+        dir: &Path,
+        base_offset: i64,
+        interval: u32,
+        mut buf: Vec<u8>,
+        chunk: usize,
+    ) -> Result<Self> {
         let log_path = suffixed(dir, base_offset, FileKind::Log, CLEANED_SUFFIX);
         let file = create_with_header(&log_path, FileKind::Log)?;
         buf.clear();
@@ -1486,18 +1648,33 @@ impl CleanedWriter {
 
     fn append(&mut self, batch: &[u8], header: &BatchHeader, changed: bool) -> Result<()> {
         let relative = header.base_offset - self.base_offset;
-        if !(0..=MAX_SEGMENT_OFFSET_SPAN).contains(&relative) || header.base_offset <= self.last_batch_offset {
+        if !(0..=MAX_SEGMENT_OFFSET_SPAN).contains(&relative)
+            || header.base_offset <= self.last_batch_offset
+        {
             return Err(StorageError::corrupt(
                 &self.log_path,
                 self.size,
-                format!("batch at offset {} does not fit a segment based at {} after offset {}", header.base_offset, self.base_offset, self.last_batch_offset),
+                format!(
+                    "batch at offset {} does not fit a segment based at {} after offset {}",
+                    header.base_offset, self.base_offset, self.last_batch_offset
+                ),
             ));
         }
         if self.size + batch.len() as u64 > u64::from(u32::MAX) {
-            return Err(StorageError::corrupt(&self.log_path, self.size, "cleaned segment outgrows 32-bit positions"));
+            return Err(StorageError::corrupt(
+                &self.log_path,
+                self.size,
+                "cleaned segment outgrows 32-bit positions",
+            ));
         }
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
-        self.indexes.add(relative as u32, self.size, self.max_timestamp, batch.len() as u64, self.interval);
+        self.indexes.add(
+            relative as u32,
+            self.size,
+            self.max_timestamp,
+            batch.len() as u64,
+            self.interval,
+        );
         self.last_batch_offset = header.base_offset;
         self.changed |= changed;
         self.buf.extend_from_slice(batch);
@@ -1531,15 +1708,27 @@ impl CleanedWriter {
     fn finish(mut self) -> Result<(CleanedSegment, Vec<u8>)> {
         let result = (|| {
             self.write_buffered()?;
-            self.file.sync_all().map_err(io_err("fsync", &self.log_path))?;
+            self.file
+                .sync_all()
+                .map_err(io_err("fsync", &self.log_path))?;
             let final_entry = (self.max_timestamp != NO_TIMESTAMP && self.last_batch_offset >= 0)
                 .then(|| TimeEntry {
                     timestamp: self.max_timestamp,
                     relative_offset: (self.last_batch_offset - self.base_offset) as u32,
                 });
             self.indexes.write_sealed(
-                &suffixed(&self.dir, self.base_offset, FileKind::OffsetIndex, CLEANED_SUFFIX),
-                &suffixed(&self.dir, self.base_offset, FileKind::TimeIndex, CLEANED_SUFFIX),
+                &suffixed(
+                    &self.dir,
+                    self.base_offset,
+                    FileKind::OffsetIndex,
+                    CLEANED_SUFFIX,
+                ),
+                &suffixed(
+                    &self.dir,
+                    self.base_offset,
+                    FileKind::TimeIndex,
+                    CLEANED_SUFFIX,
+                ),
                 final_entry,
             )
         })();
@@ -1590,7 +1779,11 @@ fn remove_cleaned_files(dir: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_str().is_some_and(|n| n.ends_with(CLEANED_SUFFIX)) {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(CLEANED_SUFFIX))
+        {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -1666,13 +1859,21 @@ fn swap_end_offset(path: &Path, base: i64) -> Result<i64> {
     let mut end = base;
     let scan = scan_batches(&file, path, FILE_HEADER_LEN, len, &mut |header, _| {
         if header.base_offset < end {
-            return Err(format!("batch at offset {} after offsets up to {}", header.base_offset, end - 1));
+            return Err(format!(
+                "batch at offset {} after offsets up to {}",
+                header.base_offset,
+                end - 1
+            ));
         }
         end = header.next_offset();
         Ok(())
     })?;
     if let Some(reason) = scan.damage {
-        return Err(StorageError::corrupt(path, scan.valid_len, format!("committed compaction swap file is damaged: {reason}")));
+        return Err(StorageError::corrupt(
+            path,
+            scan.valid_len,
+            format!("committed compaction swap file is damaged: {reason}"),
+        ));
     }
     Ok(end.max(base + 1))
 }
@@ -1684,7 +1885,9 @@ mod tests {
     use tributary_record::{BatchBuilder, decode_records};
 
     fn batch(codec: Compression) -> Bytes {
-        let mut builder = BatchBuilder::new(1_000).producer(7, 2, 100).compression(codec);
+        let mut builder = BatchBuilder::new(1_000)
+            .producer(7, 2, 100)
+            .compression(codec);
         builder.push(1_000, Some(b"a"), Some(b"1"), &[("h", Some(b"x"))]);
         builder.push(1_005, Some(b"b"), None, &[]);
         builder.push(990, Some(b"c"), Some(b"3"), &[]);
@@ -1696,32 +1899,66 @@ mod tests {
 
     #[test]
     fn rebuilt_batches_keep_offsets_producer_fields_and_timestamps() {
-        for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let original = batch(codec);
             let header = verify_batch(&original).unwrap();
             let mut plain = Vec::new();
             let section = batch_records(&original, &header, &mut plain).unwrap();
             let mut records = Vec::new();
             parse_records(section, &header, &mut records).unwrap();
-            for (keep, horizon) in [([0u8, 1, 1], None), ([0, 1, 0], Some(50_000)), ([1, 0, 1], None)] {
-                let mut out = Vec::new();
-                let got = rebuild_batch(&header, section, &records, &keep, horizon, &mut out).unwrap();
+            for (keep, horizon) in [
+                ([0u8, 1, 1], None),
+                ([0, 1, 0], Some(50_000)),
+                ([1, 0, 1], None),
+            ] {
+                let (mut out, mut plain, mut record) = (Vec::new(), Vec::new(), Vec::new());
+                let buffers = RebuildBuffers {
+                    out: &mut out,
+                    plain: &mut plain,
+                    record: &mut record,
+                };
+                let got =
+                    rebuild_batch(&header, section, &records, &keep, horizon, buffers).unwrap();
                 assert_eq!(got, horizon);
                 let rebuilt = verify_batch(&out).unwrap();
                 assert_eq!(rebuilt.base_offset, 500);
                 assert_eq!(rebuilt.last_offset_delta, 2);
                 assert_eq!(rebuilt.partition_leader_epoch, 4);
-                assert_eq!((rebuilt.producer_id, rebuilt.producer_epoch, rebuilt.base_sequence), (7, 2, 100));
+                assert_eq!(
+                    (
+                        rebuilt.producer_id,
+                        rebuilt.producer_epoch,
+                        rebuilt.base_sequence
+                    ),
+                    (7, 2, 100)
+                );
                 assert_eq!(rebuilt.compression(), codec);
-                assert_eq!(rebuilt.attributes & DELETE_HORIZON_BIT != 0, horizon.is_some());
+                assert_eq!(
+                    rebuilt.attributes & DELETE_HORIZON_BIT != 0,
+                    horizon.is_some()
+                );
                 if let Some(h) = horizon {
                     assert_eq!(rebuilt.base_timestamp, h);
                 }
                 let decoded = decode_records(&Bytes::from(out.clone())).unwrap();
                 let all = decode_records(&original).unwrap();
-                let expected: Vec<_> = all.iter().zip(keep).filter(|(_, k)| *k != 0).map(|(r, _)| r.clone()).collect();
+                let expected: Vec<_> = all
+                    .iter()
+                    .zip(keep)
+                    .filter(|(_, k)| *k != 0)
+                    .map(|(r, _)| r.clone())
+                    .collect();
                 assert_eq!(decoded, expected, "{codec} {keep:?}");
-                assert_eq!(rebuilt.max_timestamp, expected.iter().map(|r| r.timestamp).max().unwrap());
+                assert_eq!(
+                    rebuilt.max_timestamp,
+                    expected.iter().map(|r| r.timestamp).max().unwrap()
+                );
             }
         }
     }
@@ -1750,7 +1987,12 @@ mod tests {
         match check_keys(&buf) {
             Err(StorageError::InvalidBatch { position, source }) => {
                 assert_eq!(position, at);
-                assert!(source.to_string().contains("record 1 (offset delta 1) has no key"), "{source}");
+                assert!(
+                    source
+                        .to_string()
+                        .contains("record 1 (offset delta 1) has no key"),
+                    "{source}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1762,17 +2004,87 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(CleanerCheckpoint::load(dir.path()).unwrap(), None);
         for checkpoint in [
-            CleanerCheckpoint { first_dirty_offset: 42, delete_horizon_ms: None },
-            CleanerCheckpoint { first_dirty_offset: 7, delete_horizon_ms: Some(1_700_000_000_000) },
+            CleanerCheckpoint {
+                first_dirty_offset: 42,
+                delete_horizon_ms: None,
+            },
+            CleanerCheckpoint {
+                first_dirty_offset: 7,
+                delete_horizon_ms: Some(1_700_000_000_000),
+            },
         ] {
             checkpoint.store(dir.path()).unwrap();
-            assert_eq!(CleanerCheckpoint::load(dir.path()).unwrap(), Some(checkpoint));
+            assert_eq!(
+                CleanerCheckpoint::load(dir.path()).unwrap(),
+                Some(checkpoint)
+            );
         }
         let path = dir.path().join(CLEANER_CHECKPOINT_FILE);
-        std::fs::write(&path, "tributary-cleaner-checkpoint 1\nfirst-dirty-offset x\n").unwrap();
-        assert!(matches!(CleanerCheckpoint::load(dir.path()), Err(StorageError::Corrupt { .. })));
+        std::fs::write(
+            &path,
+            "tributary-cleaner-checkpoint 1\nfirst-dirty-offset x\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            CleanerCheckpoint::load(dir.path()),
+            Err(StorageError::Corrupt { .. })
+        ));
         std::fs::write(&path, "tributary-cleaner-checkpoint 9\n").unwrap();
-        assert!(matches!(CleanerCheckpoint::load(dir.path()), Err(StorageError::UnsupportedFormat { found: 9, .. })));
+        assert!(matches!(
+            CleanerCheckpoint::load(dir.path()),
+            Err(StorageError::UnsupportedFormat { found: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn varints_read_as_tributary_record_reads_them() {
+        let mut buf = Vec::new();
+        let values = [
+            0i64,
+            -1,
+            1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ];
+        for v in values {
+            put_varlong(&mut buf, v);
+        }
+        let mut at = 0;
+        for v in values {
+            assert_eq!(varlong(&buf, &mut at, buf.len(), 10).unwrap(), v);
+        }
+        assert_eq!(at, buf.len());
+        // Cut short, too long, out of i32 range: errors, never panics.
+        assert!(varlong(&buf, &mut 0, 0, 10).is_err());
+        assert!(varlong(&[0x80; 12], &mut 0, 12, 10).is_err());
+        let mut big = Vec::new();
+        put_varlong(&mut big, i64::from(i32::MAX) + 1);
+        assert!(varint(&big, &mut 0, big.len()).is_err());
+        for v in (-70_000i64..70_000).step_by(7) {
+            let mut one = Vec::new();
+            put_varlong(&mut one, v);
+            let mut at = 0;
+            assert_eq!(varlong(&one, &mut at, one.len(), 10).unwrap(), v);
+            assert_eq!(at, one.len());
+            // Every cut is an error.
+            for cut in 0..one.len() {
+                assert!(varlong(&one, &mut 0, cut, 10).is_err(), "{v} cut at {cut}");
+            }
+        }
+        let mut at = 0;
+        let mut rest = &buf[..];
+        for _ in values {
+            assert_eq!(
+                varlong(&buf, &mut at, buf.len(), 10).ok(),
+                tributary_record::varint::get_varlong(&mut rest).ok()
+            );
+        }
     }
 
     #[test]
@@ -1786,7 +2098,13 @@ mod tests {
             index_entries: 0,
             path: PathBuf::new(),
         };
-        let segments = [snap(0, 10, 400), snap(10, 20, 500), snap(20, 30, 200), snap(30, 40, 900), snap(40, i64::from(i32::MAX) + 41, 10)];
+        let segments = [
+            snap(0, 10, 400),
+            snap(10, 20, 500),
+            snap(20, 30, 200),
+            snap(30, 40, 900),
+            snap(40, i64::from(i32::MAX) + 41, 10),
+        ];
         let groups = group_segments(&segments, 1000 + FILE_HEADER_LEN as u32);
         assert_eq!(groups, vec![0..2, 2..3, 3..4, 4..5]);
     }

@@ -274,7 +274,13 @@ mod tests {
                 .unwrap(),
             CleanupPolicy::CompactDelete
         );
-        for bad in ["", "compact,compact", "compact,", "remove", "compact;delete"] {
+        for bad in [
+            "",
+            "compact,compact",
+            "compact,",
+            "remove",
+            "compact;delete",
+        ] {
             let err = bad.parse::<CleanupPolicy>().unwrap_err();
             assert!(
                 matches!(
@@ -299,14 +305,48 @@ mod tests {
         assert!(ok.is_compacted() && !ok.deletes_by_retention());
         assert!(LogConfig::default().deletes_by_retention());
         let cases: [(&str, LogConfig); 6] = [
-            ("delete.retention.ms", LogConfig { delete_retention_ms: -1, ..ok.clone() }),
-            ("min.cleanable.dirty.ratio", LogConfig { min_cleanable_dirty_ratio: 1.5, ..ok.clone() }),
-            ("min.cleanable.dirty.ratio", LogConfig { min_cleanable_dirty_ratio: f64::NAN, ..ok.clone() }),
-            ("min.compaction.lag.ms", LogConfig { min_compaction_lag_ms: -5, ..ok.clone() }),
-            ("max.compaction.lag.ms", LogConfig { max_compaction_lag_ms: 0, ..ok.clone() }),
+            (
+                "delete.retention.ms",
+                LogConfig {
+                    delete_retention_ms: -1,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                LogConfig {
+                    min_cleanable_dirty_ratio: 1.5,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                LogConfig {
+                    min_cleanable_dirty_ratio: f64::NAN,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "min.compaction.lag.ms",
+                LogConfig {
+                    min_compaction_lag_ms: -5,
+                    ..ok.clone()
+                },
+            ),
             (
                 "max.compaction.lag.ms",
-                LogConfig { min_compaction_lag_ms: 10, max_compaction_lag_ms: 5, ..ok.clone() },
+                LogConfig {
+                    max_compaction_lag_ms: 0,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "max.compaction.lag.ms",
+                LogConfig {
+                    min_compaction_lag_ms: 10,
+                    max_compaction_lag_ms: 5,
+                    ..ok.clone()
+                },
             ),
         ];
         for (key, config) in cases {

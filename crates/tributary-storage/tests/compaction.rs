@@ -59,9 +59,7 @@ fn records(log: &Log) -> BTreeMap<i64, (String, Option<String>)> {
         last = header.last_offset();
         for record in decode_records(&batch).unwrap() {
             let key = String::from_utf8(record.key.unwrap().to_vec()).unwrap();
-            let value = record
-                .value
-                .map(|v| String::from_utf8(v.to_vec()).unwrap());
+            let value = record.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
             assert!(out.insert(record.offset, (key, value)).is_none());
         }
     }
@@ -124,7 +122,11 @@ fn compaction_keeps_the_latest_value_of_every_key() {
     let mut unique = cleaned.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(cleaned.len(), unique.len(), "duplicate keys below the active segment");
+    assert_eq!(
+        cleaned.len(),
+        unique.len(),
+        "duplicate keys below the active segment"
+    );
     assert!(log.segment_count() < before, "small segments were merged");
     assert_eq!(log.log_end_offset(), end);
     assert_eq!(log.first_dirty_offset(), active_base);
@@ -147,7 +149,12 @@ fn batch_headers_offsets_and_the_uncleanable_part_are_untouched() {
     for round in 0..30 {
         let mut builder = BatchBuilder::new(T0 + round).producer(77, 3, producer_seq);
         for k in 0..4 {
-            builder.push(T0 + round, Some(format!("k{k}").as_bytes()), Some(b"v"), &[]);
+            builder.push(
+                T0 + round,
+                Some(format!("k{k}").as_bytes()),
+                Some(b"v"),
+                &[],
+            );
         }
         producer_seq += 4;
         log.append_as_leader(&builder.build(), 5 + (round as i32 / 10))
@@ -166,14 +173,17 @@ fn batch_headers_offsets_and_the_uncleanable_part_are_untouched() {
         .filter(|b| BatchHeader::parse(b).unwrap().base_offset >= stats.first_uncleanable_offset)
         .cloned()
         .collect();
-    let active = std::fs::read(
-        log.dir()
-            .join(format!("{:020}.log", log.segment_base_offsets().last().unwrap())),
-    )
+    let active = std::fs::read(log.dir().join(format!(
+        "{:020}.log",
+        log.segment_base_offsets().last().unwrap()
+    )))
     .unwrap();
     let outcome = log.clean(upper, T0 + 100, &mut cleaner()).unwrap();
     assert!(outcome.records_removed > 0);
-    assert_eq!(outcome.first_uncleanable_offset, stats.first_uncleanable_offset);
+    assert_eq!(
+        outcome.first_uncleanable_offset,
+        stats.first_uncleanable_offset
+    );
     let after = read_all(&log, 0, 1 << 20);
     let after_untouched: Vec<Bytes> = after
         .iter()
@@ -181,10 +191,10 @@ fn batch_headers_offsets_and_the_uncleanable_part_are_untouched() {
         .cloned()
         .collect();
     assert_eq!(after_untouched, untouched);
-    let active_after = std::fs::read(
-        log.dir()
-            .join(format!("{:020}.log", log.segment_base_offsets().last().unwrap())),
-    )
+    let active_after = std::fs::read(log.dir().join(format!(
+        "{:020}.log",
+        log.segment_base_offsets().last().unwrap()
+    )))
     .unwrap();
     assert_eq!(active_after, active, "the active segment is never touched");
     // Every rewritten batch keeps its place and its producer fields.
@@ -199,10 +209,21 @@ fn batch_headers_offsets_and_the_uncleanable_part_are_untouched() {
         let header = verify_batch(batch).unwrap();
         let original = originals[&header.base_offset];
         assert_eq!(header.last_offset_delta, original.last_offset_delta);
-        assert_eq!(header.partition_leader_epoch, original.partition_leader_epoch);
         assert_eq!(
-            (header.producer_id, header.producer_epoch, header.base_sequence),
-            (original.producer_id, original.producer_epoch, original.base_sequence)
+            header.partition_leader_epoch,
+            original.partition_leader_epoch
+        );
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (
+                original.producer_id,
+                original.producer_epoch,
+                original.base_sequence
+            )
         );
     }
     // The producer's last batch below the upper bound is still there, and the segment ends.
@@ -248,7 +269,8 @@ fn tombstones_stay_for_delete_retention_after_the_first_clean_then_go() {
     log.append_as_leader(&keyed(&[("a", None), ("c", Some("1"))], T0), 1)
         .unwrap();
     log.roll().unwrap();
-    log.append_as_leader(&keyed(&[("c", Some("2"))], T0), 1).unwrap();
+    log.append_as_leader(&keyed(&[("c", Some("2"))], T0), 1)
+        .unwrap();
     log.roll().unwrap();
     let end = log.log_end_offset();
     let now = T0 + 10_000;
@@ -301,10 +323,7 @@ fn tombstones_stay_for_delete_retention_after_the_first_clean_then_go() {
     log.roll().unwrap();
     let end = log.log_end_offset();
     log.clean(end, now + 5_000, &mut cleaner()).unwrap();
-    assert_eq!(
-        latest(&records(&log)).get("b"),
-        Some(&Some("2".to_owned()))
-    );
+    assert_eq!(latest(&records(&log)).get("b"), Some(&Some("2".to_owned())));
     assert!(records(&log).values().all(|(_, v)| v.is_some()));
 }
 
@@ -327,7 +346,10 @@ fn keyless_records_are_refused_on_compacted_logs_and_kept_by_the_cleaner() {
     // ...then compacted.
     log.set_config(compacted()).unwrap();
     match log.append_as_leader(&keyless, 1) {
-        Err(StorageError::InvalidBatch { position: 0, source }) => {
+        Err(StorageError::InvalidBatch {
+            position: 0,
+            source,
+        }) => {
             assert!(source.to_string().contains("has no key"), "{source}");
         }
         other => panic!("{other:?}"),
@@ -362,7 +384,9 @@ fn an_idempotent_producers_last_batch_stays_as_an_empty_batch_until_it_expires()
         builder.push(T0, Some(b"shared"), Some(value.as_bytes()), &[]);
         builder.push(T0, Some(b"shared"), Some(value.as_bytes()), &[]);
         sequence += 2;
-        log.append_as_leader(&builder.build(), 1).unwrap().first_offset
+        log.append_as_leader(&builder.build(), 1)
+            .unwrap()
+            .first_offset
     };
     let first = produce(&log, 1, "p1-a");
     let last_of_1 = produce(&log, 1, "p1-b");
@@ -405,7 +429,10 @@ fn an_idempotent_producers_last_batch_stays_as_an_empty_batch_until_it_expires()
         .iter()
         .map(|b| verify_batch(b).unwrap().producer_id)
         .collect();
-    assert!(!remaining.contains(&1) && !remaining.contains(&2), "{remaining:?}");
+    assert!(
+        !remaining.contains(&1) && !remaining.contains(&2),
+        "{remaining:?}"
+    );
 }
 
 #[test]
@@ -453,7 +480,11 @@ fn compressed_batches_keep_their_codec_and_control_batches_their_bytes() {
     ];
     for codec in codecs {
         log.append_as_leader(
-            &keyed_with(&[("a", Some("x")), (&format!("only-{codec}"), Some("y"))], T0, codec),
+            &keyed_with(
+                &[("a", Some("x")), (&format!("only-{codec}"), Some("y"))],
+                T0,
+                codec,
+            ),
             1,
         )
         .unwrap();
@@ -510,12 +541,18 @@ fn dirty_ratio_decides_and_the_checkpoint_follows_truncation() {
     assert_eq!(log.dirty_ratio(end, T0), 0.0);
     let first_dirty = log.first_dirty_offset();
     let text = std::fs::read_to_string(log.dir().join(CLEANER_CHECKPOINT_FILE)).unwrap();
-    assert!(text.contains(&format!("first-dirty-offset {first_dirty}")), "{text}");
+    assert!(
+        text.contains(&format!("first-dirty-offset {first_dirty}")),
+        "{text}"
+    );
     // A little new dirty data is below the ratio, a lot is above.
     fill(&log, 4, 1, 1);
     let end = log.log_end_offset();
     let stats = log.cleanable_stats(end, T0);
-    assert!(stats.dirty_ratio > 0.0 && stats.dirty_ratio < 0.5, "{stats:?}");
+    assert!(
+        stats.dirty_ratio > 0.0 && stats.dirty_ratio < 0.5,
+        "{stats:?}"
+    );
     assert!(!stats.needs_cleaning);
     fill(&log, 4, 6, 1);
     let end = log.log_end_offset();
@@ -532,7 +569,10 @@ fn dirty_ratio_decides_and_the_checkpoint_follows_truncation() {
     .unwrap();
     env.clock.advance(2_000);
     let stats = log.cleanable_stats(end, env.clock.now());
-    assert!(stats.compaction_lag_exceeded && stats.needs_cleaning, "{stats:?}");
+    assert!(
+        stats.compaction_lag_exceeded && stats.needs_cleaning,
+        "{stats:?}"
+    );
     // A truncation below the first dirty offset moves it back (the data after it is new).
     log.clean(end, env.clock.now(), &mut cleaner()).unwrap();
     let first_dirty = log.first_dirty_offset();
@@ -710,8 +750,11 @@ fn cleaned_segments_have_the_indexes_a_rebuild_would_give() {
     let log = env.open(config.clone());
     // Each key is written by two rounds: the latest records spread over many batches.
     for round in 0..60 {
-        let keys: Vec<String> = (round * 3..round * 3 + 5).map(|k| format!("k{k}")).collect();
-        let refs: Vec<(&str, Option<&str>)> = keys.iter().map(|k| (k.as_str(), Some("v"))).collect();
+        let keys: Vec<String> = (round * 3..round * 3 + 5)
+            .map(|k| format!("k{k}"))
+            .collect();
+        let refs: Vec<(&str, Option<&str>)> =
+            keys.iter().map(|k| (k.as_str(), Some("v"))).collect();
         log.append_as_leader(&keyed(&refs, T0 + round as i64), 1)
             .unwrap();
         if round % 5 == 4 {
@@ -734,7 +777,10 @@ fn cleaned_segments_have_the_indexes_a_rebuild_would_give() {
             .collect()
     };
     let written = read_indexes();
-    assert!(written.iter().any(|(index, _)| index.len() > 8), "some index entries");
+    assert!(
+        written.iter().any(|(index, _)| index.len() > 8),
+        "some index entries"
+    );
     // Without index files, the open rebuilds them from the data.
     for base in &bases[..bases.len() - 1] {
         std::fs::remove_file(dir.join(format!("{base:020}.index"))).unwrap();

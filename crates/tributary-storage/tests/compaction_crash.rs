@@ -97,7 +97,10 @@ fn a_crash_at_every_step_of_the_swap_rolls_back_or_completes() {
     let cleaned = read_all(&reference_log, 0, 1 << 20);
     let cleaned_records = records(&reference_log);
     let reference_bases = reference_log.segment_base_offsets();
-    assert!(reference_bases.len() > 2, "several cleaned groups: {reference_bases:?}");
+    assert!(
+        reference_bases.len() > 2,
+        "several cleaned groups: {reference_bases:?}"
+    );
     assert_eq!(latest(&cleaned_records), latest(&before.1));
 
     for fault in [
@@ -112,22 +115,39 @@ fn a_crash_at_every_step_of_the_swap_rolls_back_or_completes() {
         cleaner.inject_fault(Some(fault));
         let err = log.clean(end, T0, &mut cleaner).unwrap_err();
         assert!(err.to_string().contains("injected"), "{fault:?}: {err}");
-        let committed = matches!(fault, CleanFault::SwapCommitted | CleanFault::OldSegmentsDeleted);
+        let committed = matches!(
+            fault,
+            CleanFault::SwapCommitted | CleanFault::OldSegmentsDeleted
+        );
         if committed {
             // Files ahead of memory: the log closed itself.
-            assert!(matches!(log.read(0, 100, None, true), Err(StorageError::Closed { .. })));
+            assert!(matches!(
+                log.read(0, 100, None, true),
+                Err(StorageError::Closed { .. })
+            ));
         }
-        assert!(!leftovers(&dir).is_empty(), "{fault:?}: the crash left its files");
+        assert!(
+            !leftovers(&dir).is_empty(),
+            "{fault:?}: the crash left its files"
+        );
         drop(log);
 
         let log = open(&dir);
-        assert!(leftovers(&dir).is_empty(), "{fault:?}: {:?}", leftovers(&dir));
+        assert!(
+            leftovers(&dir).is_empty(),
+            "{fault:?}: {:?}",
+            leftovers(&dir)
+        );
         assert_eq!(log.log_end_offset(), end);
         let got = read_all(&log, 0, 1 << 20);
         let got_records = records(&log);
         assert_eq!(latest(&got_records), latest(&before.1), "{fault:?}");
         for (offset, record) in &got_records {
-            assert_eq!(before.1.get(offset), Some(record), "{fault:?}: offset {offset}");
+            assert_eq!(
+                before.1.get(offset),
+                Some(record),
+                "{fault:?}: offset {offset}"
+            );
         }
         let first_group_end = reference_bases[1];
         let split = |batches: &[Bytes], below: bool| -> Vec<Bytes> {
@@ -163,9 +183,17 @@ fn files_a_clean_left_behind_are_removed_at_open() {
     let before = read_all(&open(&dir), 0, 1 << 20);
     // A torn .cleaned data file, .cleaned indexes, and indexes renamed to .swap while the data
     // file never was (no commit).
-    std::fs::write(dir.join("00000000000000000000.log.cleaned"), b"TRBL\0\x01\0\0garbage").unwrap();
+    std::fs::write(
+        dir.join("00000000000000000000.log.cleaned"),
+        b"TRBL\0\x01\0\0garbage",
+    )
+    .unwrap();
     std::fs::write(dir.join("00000000000000000000.index.cleaned"), b"").unwrap();
-    std::fs::write(dir.join("00000000000000000012.index.swap"), b"TRBI\0\x01\0\0").unwrap();
+    std::fs::write(
+        dir.join("00000000000000000012.index.swap"),
+        b"TRBI\0\x01\0\0",
+    )
+    .unwrap();
     std::fs::write(dir.join("00000000000000000012.timeindex.swap"), b"").unwrap();
     let log = open(&dir);
     assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));

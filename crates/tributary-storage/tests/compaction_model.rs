@@ -82,6 +82,8 @@ fn op(keys: u8) -> impl Strategy<Value = Op> {
 }
 
 type Record = (u8, Option<Bytes>);
+/// A batch read back: base offset, next offset, producer id and records by offset.
+type ReadBatch = (i64, i64, i64, Vec<(i64, Record)>);
 
 #[derive(Debug, Default)]
 struct Model {
@@ -127,17 +129,26 @@ impl Subject {
 }
 
 /// Every batch of the log with its records, checking CRCs and offset order.
-fn read_log(log: &Log) -> Result<Vec<(i64, i64, i64, Vec<(i64, Record)>)>, TestCaseError> {
+fn read_log(log: &Log) -> Result<Vec<ReadBatch>, TestCaseError> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     let end = log.log_end_offset();
     let mut last = -1;
     while offset < end {
         let result = log.read(offset, 1 << 16, None, true).unwrap();
-        prop_assert!(!result.records.is_empty(), "nothing read at {} below {}", offset, end);
+        prop_assert!(
+            !result.records.is_empty(),
+            "nothing read at {} below {}",
+            offset,
+            end
+        );
         for item in Batches::new(&result.records) {
             let (header, at, bytes) = item.expect("every batch read verifies");
-            prop_assert!(header.base_offset > last, "batch offsets go backwards at {}", header.base_offset);
+            prop_assert!(
+                header.base_offset > last,
+                "batch offsets go backwards at {}",
+                header.base_offset
+            );
             last = header.last_offset();
             let batch = result.records.slice(at..at + bytes.len());
             let records = decode_records(&batch)
@@ -148,7 +159,12 @@ fn read_log(log: &Log) -> Result<Vec<(i64, i64, i64, Vec<(i64, Record)>)>, TestC
                     (r.offset, (key, r.value))
                 })
                 .collect();
-            out.push((header.base_offset, header.next_offset(), header.producer_id, records));
+            out.push((
+                header.base_offset,
+                header.next_offset(),
+                header.producer_id,
+                records,
+            ));
         }
         prop_assert!(result.next_offset > offset);
         offset = result.next_offset;
@@ -168,7 +184,12 @@ fn check(
     let mut present: BTreeMap<i64, Record> = BTreeMap::new();
     for (_, _, _, records) in &batches {
         for (offset, record) in records {
-            prop_assert_eq!(model.records.get(offset), Some(record), "record at {} is not what was written", offset);
+            prop_assert_eq!(
+                model.records.get(offset),
+                Some(record),
+                "record at {} is not what was written",
+                offset
+            );
             present.insert(*offset, record.clone());
         }
     }
@@ -176,15 +197,30 @@ fn check(
     let first_dirty = log.first_dirty_offset();
     for (key, (offset, value)) in &latest {
         if value.is_some() {
-            prop_assert!(present.contains_key(offset), "latest value of key {} at {} is gone", key, offset);
+            prop_assert!(
+                present.contains_key(offset),
+                "latest value of key {} at {} is gone",
+                key,
+                offset
+            );
         } else if *offset < first_dirty {
             let older = present.iter().any(|(o, (k, _))| k == key && o < offset);
-            prop_assert!(!older, "an older record of key {} survived its cleaned tombstone at {}", key, offset);
+            prop_assert!(
+                !older,
+                "an older record of key {} survived its cleaned tombstone at {}",
+                key,
+                offset
+            );
         }
     }
     let mut seen = std::collections::HashSet::new();
     for (_, (key, _)) in present.range(..first_dirty) {
-        prop_assert!(seen.insert(*key), "key {} twice below the first dirty offset {}", key, first_dirty);
+        prop_assert!(
+            seen.insert(*key),
+            "key {} twice below the first dirty offset {}",
+            key,
+            first_dirty
+        );
     }
     let mut last_of_producer: HashMap<i64, (i64, i64)> = HashMap::new();
     for &(base, next, producer) in &model.batches {
@@ -194,7 +230,9 @@ fn check(
     }
     for (pid, (base, next)) in last_of_producer {
         prop_assert!(
-            batches.iter().any(|b| b.0 == base && b.1 == next && b.2 == pid),
+            batches
+                .iter()
+                .any(|b| b.0 == base && b.1 == next && b.2 == pid),
             "producer {}'s last batch [{}, {}) is gone",
             pid,
             base,
@@ -210,7 +248,12 @@ fn check(
                 // A segment that became the active one again (truncation) is not cleaned.
                 if at + DELETE_RETENTION_MS <= now && *offset < uncleanable {
                     let any = present.values().any(|(k, _)| k == key);
-                    prop_assert!(!any, "tombstone of key {} at {} outlived delete.retention.ms", key, offset);
+                    prop_assert!(
+                        !any,
+                        "tombstone of key {} at {} outlived delete.retention.ms",
+                        key,
+                        offset
+                    );
                 }
             } else if *offset < first_dirty {
                 model.tombstones_cleaned_at.insert(*offset, now);
@@ -277,7 +320,9 @@ fn run(ops: Vec<Op>, segment_bytes: u32, index_interval_bytes: u32) -> Result<()
                 let info = subject.log().append_as_leader(&builder.build(), 1).unwrap();
                 prop_assert_eq!(info.first_offset, model.log_end);
                 for (i, ((key, _), value)) in records.iter().zip(values).enumerate() {
-                    model.records.insert(model.log_end + i as i64, (*key, value));
+                    model
+                        .records
+                        .insert(model.log_end + i as i64, (*key, value));
                 }
                 let next = model.log_end + records.len() as i64;
                 model.batches.push((model.log_end, next, producer));
@@ -294,7 +339,7 @@ fn run(ops: Vec<Op>, segment_bytes: u32, index_interval_bytes: u32) -> Result<()
                 let uncleanable = log
                     .cleanable_stats(model.high_watermark, model.now)
                     .first_uncleanable_offset;
-                let untouched = |batches: Vec<(i64, i64, i64, Vec<(i64, Record)>)>| {
+                let untouched = |batches: Vec<ReadBatch>| {
                     batches
                         .into_iter()
                         .filter(|b| b.1 > uncleanable)
@@ -304,7 +349,11 @@ fn run(ops: Vec<Op>, segment_bytes: u32, index_interval_bytes: u32) -> Result<()
                 let outcome = log.clean(model.high_watermark, model.now, cleaner).unwrap();
                 prop_assert!(!outcome.aborted);
                 prop_assert!(uncleanable <= model.high_watermark || log.segment_count() == 1);
-                prop_assert_eq!(untouched(read_log(log)?), before, "the uncleanable part changed");
+                prop_assert_eq!(
+                    untouched(read_log(log)?),
+                    before,
+                    "the uncleanable part changed"
+                );
                 cleaned = Some((model.now, outcome.first_uncleanable_offset));
             }
             Op::Advance { ms } => {

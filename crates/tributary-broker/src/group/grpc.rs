@@ -195,7 +195,7 @@ impl Group for GroupService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.heartbeat(request.into_inner()).filled(),
+            self.coordinator.heartbeat(request.into_inner()).await.filled(),
         ))
     }
 

@@ -165,6 +165,8 @@ struct Group {
     offsets: BTreeMap<(String, i32), Committed>,
     rebalance_deadline: Option<Instant>,
     initial_delay_until: Option<Instant>,
+    /// Bumped when a rebalance starts (or the group goes away): wakes held heartbeats.
+    rebalances: tokio::sync::watch::Sender<u64>,
 }
 
 /// One `__consumer_offsets` partition this broker leads.
@@ -818,6 +820,7 @@ impl GroupCoordinator {
         .then(|| now + self.config.group_initial_rebalance_delay.min(timeout));
         tracing::info!(group = %g.id, generation = g.generation, members = g.members.len(), reason, "preparing to rebalance");
         g.set_state(GroupState::PreparingRebalance);
+        g.rebalances.send_modify(|n| *n += 1);
     }
 
     /// Completes the join phase once every member has rejoined (and any initial delay is
@@ -1013,8 +1016,28 @@ impl GroupCoordinator {
 
     // ---- Heartbeat, LeaveGroup ------------------------------------------------------------
 
-    /// Kafka's Heartbeat.
-    pub fn heartbeat(&self, req: pb::HeartbeatRequest) -> pb::HeartbeatResponse {
+    /// Kafka's Heartbeat; with `max_wait_ms` (our extension) held while the group is stable,
+    /// answered at once when a rebalance starts.
+    pub async fn heartbeat(&self, req: pb::HeartbeatRequest) -> pb::HeartbeatResponse {
+        let wait = Duration::from_millis(u64::from(req.max_wait_ms).min(30_000));
+        if !wait.is_zero()
+            && let Ok(Located { group: Some(group), .. }) = self.locate(&req.group_id)
+        {
+            let mut rx = {
+                let g = lock(&group);
+                (g.state == GroupState::Stable && g.generation == req.generation_id)
+                    .then(|| g.rebalances.subscribe())
+            };
+            if let Some(rx) = rx.as_mut() {
+                // Refresh the session now too: the wait may be as long as the interval.
+                let _ = self.heartbeat_now(&req);
+                let _ = tokio::time::timeout(wait, rx.changed()).await;
+            }
+        }
+        self.heartbeat_now(&req)
+    }
+
+    fn heartbeat_now(&self, req: &pb::HeartbeatRequest) -> pb::HeartbeatResponse {
         let result = (|| {
             let group = self.locate(&req.group_id)?.group.ok_or_else(|| {
                 PbError::new(
@@ -1854,6 +1877,7 @@ impl Group {
             offsets: BTreeMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
+            rebalances: tokio::sync::watch::channel(0).0,
         }
     }
 
