@@ -56,7 +56,7 @@ async fn run_consumer(bootstrap: &str, group: &str) -> Result<Running> {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+        .set("heartbeat.interval.ms", "3000"); // Kafka's default
     let mut consumer = Consumer::new(&props).await?;
     consumer.subscribe(vec![TOPIC.to_owned()])?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -145,7 +145,10 @@ async fn main() -> Result<()> {
         // 60 over 9: 6 or 7 each.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let counts: Vec<usize> = members.iter().map(|m| m.assignment.borrow().len()).collect();
+            let counts: Vec<usize> = members
+                .iter()
+                .map(|m| m.assignment.borrow().len())
+                .collect();
             let all: BTreeSet<TopicPartition> = members
                 .iter()
                 .flat_map(|m| m.assignment.borrow().clone())

@@ -255,11 +255,61 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
         common::code(&hb.error) == ErrorCode::IllegalGeneration,
         "{hb:?}"
     );
+    // A held heartbeat (max_wait_ms) is answered as soon as a rebalance starts.
+    let held = {
+        let mut group = group.clone();
+        let member_id = joined.member_id.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let r = group
+                .heartbeat(pb::HeartbeatRequest {
+                    group_id: "raw".into(),
+                    generation_id: 1,
+                    member_id,
+                    group_instance_id: None,
+                    max_wait_ms: 8000,
+                })
+                .await?
+                .into_inner();
+            anyhow::Ok((common::code(&r.error), started.elapsed()))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = group.join_group(join(String::new())).await?.into_inner();
+    ensure!(
+        common::code(&second.error) == ErrorCode::MemberIdRequired,
+        "{second:?}"
+    );
+    let second_join = {
+        let mut group = group.clone();
+        let request = join(second.member_id.clone());
+        tokio::spawn(async move { group.join_group(request).await })
+    };
+    let (code, waited) = held.await??;
+    ensure!(
+        code == ErrorCode::RebalanceInProgress && waited < Duration::from_secs(5),
+        "a held heartbeat answered {code:?} after {waited:?}"
+    );
     let left = group
         .leave_group(pb::LeaveGroupRequest {
             group_id: "raw".into(),
             members: vec![pb::leave_group_request::Member {
                 member_id: joined.member_id.clone(),
+                group_instance_id: None,
+                reason: "test".into(),
+            }],
+        })
+        .await?
+        .into_inner();
+    ensure!(common::code(&left.error) == ErrorCode::None, "{left:?}");
+    // With the first member gone, the second's join completes alone; then it leaves too.
+    let second = second_join.await??.into_inner();
+    ensure!(common::code(&second.error) == ErrorCode::None, "{second:?}");
+    let left = group
+        .leave_group(pb::LeaveGroupRequest {
+            group_id: "raw".into(),
+            members: vec![pb::leave_group_request::Member {
+                member_id: second.member_id.clone(),
                 group_instance_id: None,
                 reason: "test".into(),
             }],
@@ -361,16 +411,14 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
         cs.iter().all(|c| c.assignment().len() == 2)
     })
     .await?;
-    let rec = rec1.lock().unwrap();
+    let revoked = rec1.lock().unwrap().revoked.clone();
     ensure!(
-        rec.revoked.len() == 2,
-        "cooperative: 2 partitions revoked, not all: {:?}",
-        rec.revoked
+        revoked.len() == 2,
+        "cooperative: 2 partitions revoked, not all: {revoked:?}"
     );
     for tp in c1.assignment() {
-        ensure!(!rec.revoked.contains(&tp), "{tp} was revoked and kept");
+        ensure!(!revoked.contains(&tp), "{tp} was revoked and kept");
     }
-    drop(rec);
     c1.close().await?;
     c2.close().await?;
     Ok(())

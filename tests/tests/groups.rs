@@ -51,7 +51,27 @@ async fn member(
     let stopping = stop.clone();
     let task = tokio::spawn(async move {
         while !stopping.load(Ordering::Relaxed) {
-            for r in consumer.poll(Duration::from_millis(200)).await? {
+            let t0 = std::time::Instant::now();
+            let polled = consumer.poll(Duration::from_millis(200)).await;
+            if std::env::var("GROUPS_DEBUG").is_ok() {
+                eprintln!(
+                    "consumer {id}: poll took {:?}, {:?} records, assignment {:?}",
+                    t0.elapsed(),
+                    polled.as_ref().map(|r| r
+                        .iter()
+                        .map(|x| x.partition)
+                        .collect::<std::collections::BTreeSet<_>>()),
+                    consumer
+                        .assignment()
+                        .iter()
+                        .map(|t| t.partition)
+                        .collect::<Vec<_>>()
+                );
+            }
+            if let Err(e) = &polled {
+                eprintln!("consumer {id}: poll failed: {e}");
+            }
+            for r in polled? {
                 let value: u64 = std::str::from_utf8(r.value.as_deref().unwrap_or_default())?
                     .parse()
                     .context("a value that is not a number")?;

@@ -721,12 +721,14 @@ async fn heartbeat_loop(
     group: String,
     config: ConsumerConfig,
 ) {
-    let mut last_sent = Instant::now();
+    // While joining (or before the first join) the loop checks often, so the first heartbeat
+    // of a new generation goes out at once and is held: a rebalance starting right after a
+    // join is then noticed in a round trip too.
+    const IDLE_CHECK: Duration = Duration::from_millis(50);
+    let mut next = Instant::now();
     loop {
-        // Held heartbeats return early when a rebalance starts; keep at least the interval
-        // between the starts of two heartbeats otherwise.
-        tokio::time::sleep_until(last_sent + config.heartbeat_interval).await;
-        last_sent = Instant::now();
+        tokio::time::sleep_until(next).await;
+        next = Instant::now() + IDLE_CHECK;
         let (coordinator, member_id, generation, last_poll, joining) = {
             let s = lock(&shared);
             (
@@ -742,6 +744,9 @@ async fn heartbeat_loop(
         if member_id.is_empty() || generation < 0 || joining {
             continue;
         }
+        // Held heartbeats return early when a rebalance starts; otherwise at least the
+        // interval passes between the starts of two heartbeats.
+        next = Instant::now() + config.heartbeat_interval;
         let address = match coordinator {
             Some(a) => a,
             None => match find_coordinator(&cluster, &group).await {

@@ -294,7 +294,18 @@ impl Producer {
             let partition = match explicit {
                 Some(p) => p,
                 None => match state.sticky.get(&record.topic) {
-                    Some(&p) if p < count => p,
+                    // Sticky while the partition's batch is open; once the sender has taken it
+                    // (linger.ms passed), the next batch goes to a new partition, as Kafka's
+                    // sticky partitioner does on a new batch.
+                    Some(&p)
+                        if p < count
+                            && state
+                                .queues
+                                .get(&TopicPartition::new(record.topic.clone(), p))
+                                .is_some_and(|q| q.open.is_some()) =>
+                    {
+                        p
+                    }
                     _ => {
                         let p = random_partition(count);
                         state.sticky.insert(record.topic.clone(), p);

@@ -195,7 +195,10 @@ impl Group for GroupService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.ready()?;
         Ok(Response::new(
-            self.coordinator.heartbeat(request.into_inner()).await.filled(),
+            self.coordinator
+                .heartbeat(request.into_inner())
+                .await
+                .filled(),
         ))
     }
 

@@ -1021,7 +1021,9 @@ impl GroupCoordinator {
     pub async fn heartbeat(&self, req: pb::HeartbeatRequest) -> pb::HeartbeatResponse {
         let wait = Duration::from_millis(u64::from(req.max_wait_ms).min(30_000));
         if !wait.is_zero()
-            && let Ok(Located { group: Some(group), .. }) = self.locate(&req.group_id)
+            && let Ok(Located {
+                group: Some(group), ..
+            }) = self.locate(&req.group_id)
         {
             let mut rx = {
                 let g = lock(&group);
@@ -1522,15 +1524,12 @@ impl GroupCoordinator {
                 keep
             });
             for (&partition, &epoch) in &led {
-                if !shards.contains_key(&partition) {
-                    shards.insert(
-                        partition,
-                        Shard {
-                            leader_epoch: epoch,
-                            loaded: false,
-                            groups: HashMap::new(),
-                        },
-                    );
+                if let std::collections::hash_map::Entry::Vacant(slot) = shards.entry(partition) {
+                    slot.insert(Shard {
+                        leader_epoch: epoch,
+                        loaded: false,
+                        groups: HashMap::new(),
+                    });
                     to_load.push((partition, epoch));
                 }
             }
