@@ -43,6 +43,8 @@ const KNOWN_KEYS: &[&str] = &[
     "group_min_session_timeout_ms",
     "group_max_session_timeout_ms",
     "group_max_size",
+    "log_cleaner_backoff_ms",
+    "log_cleaner_dedupe_buffer_size",
     "metrics_listen",
 ];
 
@@ -118,6 +120,10 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// `group.max.size`.
     pub group_max_size: i32,
+    /// `log.cleaner.backoff.ms`: how often the cleaner looks for compacted logs to clean.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the cleaner's key map (bytes).
+    pub log_cleaner_dedupe_buffer_size: u64,
 }
 
 impl Default for BrokerConfig {
@@ -163,6 +169,8 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: i32::MAX,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 128 << 20,
         }
     }
 }
@@ -271,7 +279,12 @@ impl BrokerConfig {
                 "group_max_session_timeout_ms",
                 d.group_max_session_timeout_ms,
             )?
-            .set_default("group_max_size", d.group_max_size)?;
+            .set_default("group_max_size", d.group_max_size)?
+            .set_default("log_cleaner_backoff_ms", d.log_cleaner_backoff_ms)?
+            .set_default(
+                "log_cleaner_dedupe_buffer_size",
+                d.log_cleaner_dedupe_buffer_size,
+            )?;
         let raw = tributary_node::layer(builder, flags.config.as_deref(), KNOWN_KEYS)?;
         let get_u64 = |key: &str| raw.get::<u64>(key).with_context(|| key.to_owned());
         let mut config = Self {
@@ -326,6 +339,8 @@ impl BrokerConfig {
                 .get("group_max_session_timeout_ms")
                 .context("group_max_session_timeout_ms")?,
             group_max_size: raw.get("group_max_size").context("group_max_size")?,
+            log_cleaner_backoff_ms: get_u64("log_cleaner_backoff_ms")?,
+            log_cleaner_dedupe_buffer_size: get_u64("log_cleaner_dedupe_buffer_size")?,
             metrics_listen: match raw.get::<String>("metrics_listen") {
                 Ok(text) if !text.is_empty() => Some(text.parse().with_context(|| {
                     format!("metrics_listen `{text}` is not an IP address and port")

@@ -157,6 +157,7 @@ pub async fn run(
             tasks.push(tokio::spawn(shrink_isrs(manager.clone())));
             tasks.push(tokio::spawn(upkeep(manager.clone())));
             tasks.push(tokio::spawn(groups.clone().run()));
+            tasks.push(tokio::spawn(clean_logs(manager.clone())));
             tasks.push(tokio::spawn(report_health(manager.clone(), health)));
             shutdown.await;
             tracing::info!("shutting down: moving leaderships away");
@@ -298,6 +299,47 @@ async fn upkeep(manager: Arc<ReplicaManager>) {
         }
         let worker = manager.clone();
         let _ = tokio::task::spawn_blocking(move || worker.maintain(checkpoint, retention)).await;
+    }
+}
+
+/// The log cleaner: every `log.cleaner.backoff.ms`, compacts the logs of `cleanup.policy=compact`
+/// topics that need it, on a blocking thread with one reused key map.
+async fn clean_logs(manager: Arc<ReplicaManager>) {
+    let config = manager.config().clone();
+    let cleaner_config = tributary_storage::CleanerConfig {
+        dedupe_buffer_bytes: usize::try_from(config.log_cleaner_dedupe_buffer_size)
+            .unwrap_or(usize::MAX),
+        producer_id_expiration_ms: i64::try_from(config.producer_id_expiration_ms)
+            .unwrap_or(i64::MAX),
+        ..Default::default()
+    };
+    let mut cleaner = match tributary_storage::Cleaner::new(cleaner_config) {
+        Ok(c) => Some(c),
+        Err(err) => {
+            tracing::error!(error = %err, "the log cleaner cannot start");
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(
+        config.log_cleaner_backoff_ms.max(100),
+    ));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(mut c) = cleaner.take() else { return };
+        let worker = manager.clone();
+        match tokio::task::spawn_blocking(move || {
+            worker.clean_logs(&mut c);
+            c
+        })
+        .await
+        {
+            Ok(c) => cleaner = Some(c),
+            Err(err) => {
+                tracing::error!(error = %err, "the log cleaner failed");
+                return;
+            }
+        }
     }
 }
 

@@ -840,6 +840,40 @@ impl ReplicaManager {
     }
 
     /// Periodic log upkeep: flush by `flush.ms`, and when due, checkpoint recovery points and
+    /// Cleans the compacted logs that need it (`min.cleanable.dirty.ratio`, tombstones past
+    /// `delete.retention.ms`), dirtiest first, never at or above a partition's high watermark.
+    /// Blocking: runs on the cleaner's own thread; appends and reads go on meanwhile.
+    pub fn clean_logs(&self, cleaner: &mut tributary_storage::Cleaner) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut dirty: Vec<(f64, Arc<Partition>)> = self
+            .partitions()
+            .into_iter()
+            .filter(|p| p.log().config().is_compacted())
+            .filter(|p| p.log().needs_cleaning(p.high_watermark(), now))
+            .map(|p| (p.log().dirty_ratio(p.high_watermark(), now), p))
+            .collect();
+        dirty.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (ratio, partition) in dirty {
+            match partition
+                .log()
+                .clean(partition.high_watermark(), now, cleaner)
+            {
+                Ok(outcome) => tracing::info!(
+                    partition = %partition.tp,
+                    dirty_ratio = ratio,
+                    bytes_read = outcome.bytes_read,
+                    bytes_written = outcome.bytes_written,
+                    "cleaned a compacted log"
+                ),
+                Err(err) => {
+                    tracing::error!(partition = %partition.tp, error = %err, "cleaning a log failed")
+                }
+            }
+        }
+    }
+
     /// apply retention (bounded by each partition's high watermark).
     pub fn maintain(&self, checkpoint: bool, retention: bool) {
         if checkpoint && let Err(err) = self.checkpoint_high_watermarks() {
