@@ -421,6 +421,34 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
     }
     c1.close().await?;
     c2.close().await?;
+
+    // ---- A pattern subscription follows new topics, and added partitions rebalance --------
+    let mut p1 =
+        Consumer::new(&consumer_props(&bootstrap, "pattern").set("metadata.max.age.ms", "300"))
+            .await?;
+    p1.subscribe_pattern("t[0-9]+")?;
+    poll_until(&mut [&mut p1], "t4's 4 partitions", |cs| {
+        cs[0].assignment().len() == 4
+    })
+    .await?;
+    let created = common::create_topic(&bootstrap, "t5", 2, 1, &[]).await?;
+    common::sync_brokers(std::slice::from_ref(&bootstrap), created.metadata_offset).await?;
+    common::create_topic(&bootstrap, "other", 1, 1, &[]).await?;
+    poll_until(&mut [&mut p1], "t4's and the new t5's partitions", |cs| {
+        cs[0].assignment().len() == 6
+    })
+    .await?;
+    admin.create_partitions("t5", 3).await?;
+    poll_until(&mut [&mut p1], "t5's added partition", |cs| {
+        cs[0].assignment().contains(&TopicPartition::new("t5", 2))
+    })
+    .await?;
+    ensure!(
+        !p1.assignment().iter().any(|tp| tp.topic == "other"),
+        "`other` does not match the pattern: {:?}",
+        p1.assignment()
+    );
+    p1.close().await?;
     Ok(())
 }
 

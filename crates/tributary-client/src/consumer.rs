@@ -77,6 +77,9 @@ pub struct Consumer {
     /// Next offset to commit per partition: after the last record `poll` returned.
     consumed: HashMap<TopicPartition, i64>,
     next_auto_commit: Instant,
+    /// When a subscribed consumer next refreshes metadata (`metadata.max.age.ms`): new topics
+    /// matching a pattern, partitions added to subscribed topics.
+    next_metadata_refresh: Instant,
     /// Positions of the assigned partitions (`None`: to be reset by `auto.offset.reset`).
     positions: HashMap<TopicPartition, Option<i64>>,
     /// Records fetched and not yet returned.
@@ -108,6 +111,7 @@ impl Consumer {
         let cluster = Arc::new(Cluster::new(config.client.clone()));
         Ok(Self {
             next_auto_commit: Instant::now() + config.auto_commit_interval,
+            next_metadata_refresh: Instant::now(),
             config,
             cluster,
             subscription: None,
@@ -269,12 +273,26 @@ impl Consumer {
     }
 
     /// The topics the subscription covers now.
-    async fn subscribed_topics(&self) -> Result<BTreeSet<String>> {
+    async fn subscribed_topics(&mut self) -> Result<BTreeSet<String>> {
+        let refresh = Instant::now() >= self.next_metadata_refresh;
+        if refresh {
+            self.next_metadata_refresh = Instant::now() + self.config.client.metadata_max_age;
+        }
         match &self.subscription {
             None => Ok(BTreeSet::new()),
-            Some(Subscription::Topics(t)) => Ok(t.iter().cloned().collect()),
+            Some(Subscription::Topics(t)) => {
+                if refresh {
+                    // The group's leader compares partition counts with the cache.
+                    let _ = self.cluster.refresh(t).await;
+                }
+                Ok(t.iter().cloned().collect())
+            }
             Some(Subscription::Pattern(re)) => {
-                let metadata = self.cluster.refresh(&[]).await?;
+                let metadata = if refresh {
+                    self.cluster.refresh(&[]).await?
+                } else {
+                    self.cluster.metadata()
+                };
                 Ok(metadata
                     .topics
                     .keys()
