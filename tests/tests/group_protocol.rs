@@ -449,6 +449,45 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
         p1.assignment()
     );
     p1.close().await?;
+
+    // ---- commit_async, and leaving after max.poll.interval.ms without a poll ------------
+    let mut lazy = Consumer::new(
+        &consumer_props(&bootstrap, "lazy")
+            .set("max.poll.interval.ms", "2000")
+            .set("enable.auto.commit", "false"),
+    )
+    .await?;
+    lazy.subscribe(vec!["t4".into()])?;
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got == 0 {
+        got += lazy.poll(Duration::from_millis(200)).await?.len();
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "`lazy` read nothing in 30 s"
+        );
+    }
+    lazy.commit_async()?.await??;
+    let committed = admin.list_group_offsets("lazy").await?;
+    ensure!(
+        !committed.is_empty() && committed.values().any(|&o| o > 0),
+        "commit_async committed the positions read: {committed:?}"
+    );
+    // No poll now: the member leaves by itself after max.poll.interval.ms.
+    until(
+        "`lazy` leaving after max.poll.interval.ms",
+        Duration::from_secs(15),
+        || {
+            let admin = admin.clone();
+            async move {
+                let d = admin.describe_group("lazy").await?;
+                ensure!(d.members.is_empty(), "{d:?}");
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    drop(lazy);
     Ok(())
 }
 
