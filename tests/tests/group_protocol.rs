@@ -19,25 +19,6 @@ use tributary_proto::broker::v1 as pb;
 use tributary_proto::broker::v1::group_client::GroupClient;
 use tributary_tests::harness::{Cluster, NodeKind};
 
-/// Retries `check` until it passes; on timeout fails with what it waited for and the last
-/// failure.
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(v) => return Ok(v),
-            Err(err) if tokio::time::Instant::now() >= deadline => {
-                bail!("timed out after {timeout:?} waiting for {what}: {err:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 fn consumer_props(bootstrap: &str, group: &str) -> Properties {
     Properties::new()
         .set("bootstrap.servers", bootstrap)
@@ -118,7 +99,7 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
     producer.flush().await;
 
     // ---- Fencing, over the raw protocol -------------------------------------------------
-    let coordinator = until(
+    let coordinator = common::until(
         "a coordinator for group `raw`",
         Duration::from_secs(20),
         || {
@@ -153,7 +134,7 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
         reason: String::new(),
     };
     // The coordinator may still be loading its partition (COORDINATOR_LOAD_IN_PROGRESS).
-    let first = until("the coordinator to load", Duration::from_secs(20), || {
+    let first = common::until("the coordinator to load", Duration::from_secs(20), || {
         let mut group = group.clone();
         let request = join(String::new());
         async move {
@@ -474,7 +455,7 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
         "commit_async committed the positions read: {committed:?}"
     );
     // No poll now: the member leaves by itself after max.poll.interval.ms.
-    until(
+    common::until(
         "`lazy` leaving after max.poll.interval.ms",
         Duration::from_secs(15),
         || {

@@ -51,23 +51,7 @@ async fn member(
     let stopping = stop.clone();
     let task = tokio::spawn(async move {
         while !stopping.load(Ordering::Relaxed) {
-            let t0 = std::time::Instant::now();
             let polled = consumer.poll(Duration::from_millis(200)).await;
-            if std::env::var("GROUPS_DEBUG").is_ok() {
-                eprintln!(
-                    "consumer {id}: poll took {:?}, {:?} records, assignment {:?}",
-                    t0.elapsed(),
-                    polled.as_ref().map(|r| r
-                        .iter()
-                        .map(|x| x.partition)
-                        .collect::<std::collections::BTreeSet<_>>()),
-                    consumer
-                        .assignment()
-                        .iter()
-                        .map(|t| t.partition)
-                        .collect::<Vec<_>>()
-                );
-            }
             if let Err(e) = &polled {
                 eprintln!("consumer {id}: poll failed: {e}");
             }
@@ -88,25 +72,6 @@ impl Member {
     async fn stop(self) -> Result<Consumer> {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.context("consumer task panicked")?
-    }
-}
-
-/// Retries `check` until it passes; on timeout, fails with what it waited for and why the
-/// last check failed.
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(v) => return Ok(v),
-            Err(err) if tokio::time::Instant::now() >= deadline => {
-                bail!("timed out after {timeout:?} waiting for {what}: {err:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
     }
 }
 
@@ -178,7 +143,7 @@ async fn the_seeds_second_lab_consumer_groups_split_and_move_partitions() -> Res
     let admin = Admin::new(&Properties::new().set("bootstrap.servers", &bootstrap))?;
 
     // Group 2 with one member: it owns all 6 partitions.
-    until(
+    common::until(
         "group-2 stable with 1 member owning 6 partitions",
         Duration::from_secs(30),
         || async {
@@ -193,16 +158,14 @@ async fn the_seeds_second_lab_consumer_groups_split_and_move_partitions() -> Res
     )
     .await?;
     let mut seen2: Vec<Seen> = Vec::new();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    drain(&mut rx2, &mut seen2);
-    ensure!(
-        !seen2.is_empty(),
-        "group-2's first member consumed nothing in 2 s"
-    );
+    let first = tokio::time::timeout(Duration::from_secs(10), rx2.recv())
+        .await
+        .context("group-2's first member consumed nothing in 10 s")?;
+    seen2.extend(first);
 
     // The second member joins: the partitions split, disjoint, 6 in all.
     let b = member(22, &bootstrap, "group-2", tx2.clone()).await?;
-    let split = until(
+    let split = common::until(
         "group-2 stable with 2 members splitting 6 partitions",
         Duration::from_secs(30),
         || async {
@@ -226,10 +189,8 @@ async fn the_seeds_second_lab_consumer_groups_split_and_move_partitions() -> Res
     tokio::time::sleep(Duration::from_secs(3)).await;
     drain(&mut rx2, &mut seen2);
     // While membership is stable: each partition read by one consumer, nothing twice.
-    let mut owner: BTreeMap<i32, usize> = BTreeMap::new();
     let mut offsets = BTreeSet::new();
-    for &(c, p, o, _) in &seen2[stable_from..] {
-        owner.entry(p).or_insert(c);
+    for &(_, p, o, _) in &seen2[stable_from..] {
         ensure!(
             offsets.insert((p, o)),
             "partition {p} offset {o} delivered twice while group-2 was stable"
@@ -246,7 +207,7 @@ async fn the_seeds_second_lab_consumer_groups_split_and_move_partitions() -> Res
     let before: BTreeMap<TopicPartition, i64> = admin.list_group_offsets("group-2").await?;
     ensure!(before.len() == 6, "group-2 committed {before:?}");
     cluster.broker(coordinator as u64).kill_9()?;
-    until(
+    common::until(
         "group-2's offsets served by a new coordinator",
         Duration::from_secs(40),
         || async {
@@ -267,20 +228,18 @@ async fn the_seeds_second_lab_consumer_groups_split_and_move_partitions() -> Res
         },
     )
     .await?;
-    let mark = seen2.len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
     drain(&mut rx2, &mut seen2);
-    ensure!(
-        seen2.len() > mark,
-        "group-2 consumed nothing after its coordinator was killed"
-    );
+    let next = tokio::time::timeout(Duration::from_secs(10), rx2.recv())
+        .await
+        .context("group-2 consumed nothing within 10 s after its coordinator was killed")?;
+    seen2.extend(next);
     cluster.broker(coordinator as u64).restart()?;
 
     // One member is killed (dropped without leaving): the survivor takes all 6 partitions
     // within the session timeout.
     let b_consumer = b.stop().await?;
     drop(b_consumer);
-    until(
+    common::until(
         "the survivor owning all 6 partitions",
         Duration::from_secs(30),
         || async {
@@ -302,7 +261,7 @@ async fn the_seeds_second_lab_consumer_groups_split_and_move_partitions() -> Res
     ensure!(n > 1000, "only {n} numbers produced");
     let mut seen1: Vec<Seen> = Vec::new();
     let everything = |seen: &[Seen]| -> BTreeSet<u64> { seen.iter().map(|s| s.3).collect() };
-    until(
+    common::until(
         "both groups have seen every number",
         Duration::from_secs(60),
         || {

@@ -580,6 +580,13 @@ impl ReplicaManager {
         &self,
         mut request: ProduceRequest,
     ) -> Vec<(TopicPartition, Result<Produced, PartitionError>)> {
+        if !request
+            .partitions
+            .iter()
+            .any(|(tp, _)| is_internal_topic(&tp.topic))
+        {
+            return self.produce_internal(request).await;
+        }
         let (internal, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut request.partitions)
             .into_iter()
             .partition(|(tp, _)| is_internal_topic(&tp.topic));

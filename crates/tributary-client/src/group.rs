@@ -105,6 +105,20 @@ fn coordinator_moved(err: &ClientError) -> bool {
     )
 }
 
+/// The coordinator remembered in `shared`, else found (and remembered).
+async fn cached_coordinator(
+    shared: &Mutex<Shared>,
+    cluster: &Arc<Cluster>,
+    group: &str,
+) -> Result<String> {
+    if let Some(c) = lock(shared).coordinator.clone() {
+        return Ok(c);
+    }
+    let found = find_coordinator(cluster, group).await?;
+    lock(shared).coordinator = Some(found.clone());
+    Ok(found)
+}
+
 /// Finds the coordinator of `group` (retrying while it is being elected or loaded).
 pub(crate) async fn find_coordinator(cluster: &Arc<Cluster>, group: &str) -> Result<String> {
     let deadline = Instant::now() + cluster.config().request_timeout;
@@ -220,12 +234,7 @@ impl Membership {
     }
 
     async fn coordinator(&self) -> Result<String> {
-        if let Some(c) = lock(&self.shared).coordinator.clone() {
-            return Ok(c);
-        }
-        let found = find_coordinator(&self.cluster, &self.group_id).await?;
-        lock(&self.shared).coordinator = Some(found.clone());
-        Ok(found)
+        cached_coordinator(&self.shared, &self.cluster, &self.group_id).await
     }
 
     fn forget_coordinator(&self) {
@@ -404,12 +413,7 @@ struct Joiner {
 
 impl Joiner {
     async fn coordinator(&self) -> Result<String> {
-        if let Some(c) = lock(&self.shared).coordinator.clone() {
-            return Ok(c);
-        }
-        let found = find_coordinator(&self.cluster, &self.group_id).await?;
-        lock(&self.shared).coordinator = Some(found.clone());
-        Ok(found)
+        cached_coordinator(&self.shared, &self.cluster, &self.group_id).await
     }
 
     fn forget_coordinator(&self) {
@@ -749,11 +753,8 @@ async fn heartbeat_loop(
         next = Instant::now() + config.heartbeat_interval;
         let address = match coordinator {
             Some(a) => a,
-            None => match find_coordinator(&cluster, &group).await {
-                Ok(a) => {
-                    lock(&shared).coordinator = Some(a.clone());
-                    a
-                }
+            None => match cached_coordinator(&shared, &cluster, &group).await {
+                Ok(a) => a,
                 Err(_) => continue,
             },
         };

@@ -42,6 +42,26 @@ where
     }
 }
 
+/// Retries `check` until it passes, at most `timeout`; on timeout the error says what was
+/// awaited and why the last check failed.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(err) if Instant::now() >= deadline => {
+                bail!("timed out after {timeout:?} waiting for {what}: {err:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// The code of a wire error (UNKNOWN_SERVER_ERROR when absent).
 pub fn code(error: &Option<WireError>) -> ErrorCode {
     error
