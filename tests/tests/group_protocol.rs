@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -505,5 +505,112 @@ async fn the_offsets_topic_waits_for_enough_brokers() -> Result<()> {
             .any(|t| t == "__consumer_offsets"),
         "the offsets topic must not be created with too few brokers"
     );
+    Ok(())
+}
+
+/// `offsets.retention`: an empty group's offsets are tombstoned once it has been empty for the
+/// retention time, and the group goes with them; a group with a live member keeps its offsets
+/// however old they are; expired offsets stay gone after the coordinator restarts (tombstones
+/// were written, not just forgotten in memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_groups_offsets_expire_after_the_retention_time() -> Result<()> {
+    const RETENTION: Duration = Duration::from_millis(2000);
+    let mut cluster = Cluster::builder()
+        .coordinators(1)
+        .brokers(1)
+        .config(
+            NodeKind::Broker,
+            format!(
+                "offsets_topic_replication_factor = 1\noffsets_topic_num_partitions = 3\n\
+                 offsets_retention_ms = {}\noffsets_retention_check_interval_ms = 200\n\
+                 group_initial_rebalance_delay_ms = 0\n",
+                RETENTION.as_millis()
+            ),
+        )
+        .start()?;
+    let bootstrap = cluster
+        .of_kind(NodeKind::Broker)
+        .next()
+        .context("a broker")?
+        .addr()
+        .to_string();
+    let created = common::create_topic(&bootstrap, "kept", 2, 1, &[]).await?;
+    common::sync_brokers(std::slice::from_ref(&bootstrap), created.metadata_offset).await?;
+    let admin = Admin::new(&Properties::new().set("bootstrap.servers", &bootstrap))?;
+    let tp0 = TopicPartition::new("kept", 0);
+    let tp1 = TopicPartition::new("kept", 1);
+
+    // An empty group: offsets committed from outside any generation (as the admin tools do).
+    let offsets = BTreeMap::from([(tp0.clone(), 7), (tp1.clone(), 9)]);
+    common::until("the offsets of `idle`", Duration::from_secs(20), || {
+        let (admin, offsets) = (&admin, &offsets);
+        async move { Ok(admin.alter_group_offsets("idle", offsets).await?) }
+    })
+    .await?;
+    ensure!(admin.list_group_offsets("idle").await? == offsets);
+
+    // A group with a live member, whose offsets are committed once and then only grow old.
+    let mut member = Consumer::new(&consumer_props(&bootstrap, "live")).await?;
+    member.subscribe(vec!["kept".into()])?;
+    poll_until(&mut [&mut member], "`live` to own both partitions", |c| {
+        c[0].assignment().len() == 2
+    })
+    .await?;
+    member
+        .commit_offsets(BTreeMap::from([(tp0.clone(), 3)]))
+        .await?;
+
+    let idle_gone = tokio::time::Instant::now();
+    let deadline = idle_gone + RETENTION * 10;
+    loop {
+        member.poll(Duration::from_millis(100)).await?;
+        if admin.list_group_offsets("idle").await?.is_empty() {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the offsets of the empty group `idle` did not expire within {:?}",
+            RETENTION * 10
+        );
+    }
+    ensure!(
+        idle_gone.elapsed() >= RETENTION - Duration::from_millis(100),
+        "offsets expired after {:?}, before the retention time",
+        idle_gone.elapsed()
+    );
+    let groups: Vec<String> = admin
+        .list_groups()
+        .await?
+        .into_iter()
+        .map(|g| g.group_id)
+        .collect();
+    ensure!(
+        !groups.contains(&"idle".to_string()),
+        "an expired group is removed: {groups:?}"
+    );
+    // Keep the live member polling for more than another retention time.
+    let until = tokio::time::Instant::now() + RETENTION + Duration::from_millis(600);
+    while tokio::time::Instant::now() < until {
+        member.poll(Duration::from_millis(100)).await?;
+    }
+    ensure!(
+        admin.list_group_offsets("live").await? == BTreeMap::from([(tp0.clone(), 3)]),
+        "a group with a member keeps its offsets"
+    );
+    member.close().await?;
+
+    // Restart the coordinator broker: the tombstones keep `idle`'s offsets gone.
+    cluster.broker(1).restart()?;
+    cluster.broker(1).wait_serving(Duration::from_secs(30))?;
+    let after = common::until(
+        "the offsets of `idle` after a restart",
+        Duration::from_secs(30),
+        || {
+            let admin = &admin;
+            async move { Ok(admin.list_group_offsets("idle").await?) }
+        },
+    )
+    .await?;
+    ensure!(after.is_empty(), "expired offsets came back: {after:?}");
     Ok(())
 }

@@ -38,6 +38,7 @@ const KNOWN_KEYS: &[&str] = &[
     "offsets_topic_replication_factor",
     "offsets_commit_timeout_ms",
     "offsets_retention_minutes",
+    "offsets_retention_ms",
     "offsets_retention_check_interval_ms",
     "group_initial_rebalance_delay_ms",
     "group_min_session_timeout_ms",
@@ -46,6 +47,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log_cleaner_backoff_ms",
     "log_cleaner_dedupe_buffer_size",
     "metrics_listen",
+    "log_format",
 ];
 
 /// Everything a broker needs to run.
@@ -100,6 +102,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: u64,
     /// Where Prometheus scrapes `GET /metrics` (none: no metrics endpoint).
     pub metrics_listen: Option<SocketAddr>,
+    /// `log_format`: `text` (default) or `json` lines (also the `--log-json` flag).
+    pub log_format: tributary_node::LogFormat,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when created.
     pub offsets_topic_num_partitions: i32,
     /// `offsets.topic.replication.factor`: its replication factor (it is created only once
@@ -109,6 +113,10 @@ pub struct BrokerConfig {
     pub offsets_commit_timeout_ms: u64,
     /// `offsets.retention.minutes`: an empty group's offsets are kept this long.
     pub offsets_retention_minutes: u64,
+    /// `offsets.retention.ms`: the same in milliseconds; when set it wins over the minutes (as
+    /// `log.retention.ms` wins over `log.retention.minutes` in Kafka). Kafka has only the minutes
+    /// for offsets; the milliseconds exist so tests and small deployments can use short ones.
+    pub offsets_retention_ms: Option<u64>,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
     /// `group.initial.rebalance.delay.ms`: an empty group's first rebalance waits this long
@@ -160,10 +168,12 @@ impl Default for BrokerConfig {
             replica_fetch_response_max_bytes: 10_485_760,
             producer_id_expiration_ms: 86_400_000,
             metrics_listen: None,
+            log_format: tributary_node::LogFormat::Text,
             offsets_topic_num_partitions: 50,
             offsets_topic_replication_factor: 3,
             offsets_commit_timeout_ms: 5_000,
             offsets_retention_minutes: 10_080,
+            offsets_retention_ms: None,
             offsets_retention_check_interval_ms: 600_000,
             group_initial_rebalance_delay_ms: 500,
             group_min_session_timeout_ms: 6_000,
@@ -330,6 +340,11 @@ impl BrokerConfig {
                 .context("offsets_topic_replication_factor")?,
             offsets_commit_timeout_ms: get_u64("offsets_commit_timeout_ms")?,
             offsets_retention_minutes: get_u64("offsets_retention_minutes")?,
+            offsets_retention_ms: match raw.get::<u64>("offsets_retention_ms") {
+                Ok(ms) => Some(ms),
+                Err(config::ConfigError::NotFound(_)) => None,
+                Err(e) => return Err(e).context("offsets_retention_ms"),
+            },
             offsets_retention_check_interval_ms: get_u64("offsets_retention_check_interval_ms")?,
             group_initial_rebalance_delay_ms: get_u64("group_initial_rebalance_delay_ms")?,
             group_min_session_timeout_ms: raw
@@ -347,6 +362,7 @@ impl BrokerConfig {
                 })?),
                 _ => None,
             },
+            log_format: tributary_node::LogFormat::from_config(&raw)?,
         };
         if let Some(v) = flags.broker_id {
             config.broker_id = v;
@@ -482,7 +498,10 @@ impl BrokerConfig {
             offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             offsets_topic_replication_factor: self.offsets_topic_replication_factor,
             offsets_commit_timeout: Duration::from_millis(self.offsets_commit_timeout_ms),
-            offsets_retention: Duration::from_secs(self.offsets_retention_minutes * 60),
+            offsets_retention: match self.offsets_retention_ms {
+                Some(ms) => Duration::from_millis(ms),
+                None => Duration::from_secs(self.offsets_retention_minutes.saturating_mul(60)),
+            },
             offsets_retention_check_interval: Duration::from_millis(
                 self.offsets_retention_check_interval_ms,
             ),
