@@ -397,11 +397,11 @@ impl Broker for BrokerService {
             req.max_wait = Duration::from_millis(500);
         }
         let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let (core_tx, mut core_rx) = mpsc::channel(1);
             let producer = {
                 let manager = manager.clone();
-                tokio::spawn(async move { manager.fetch_continuously(req, core_tx).await })
+                crate::spawn(async move { manager.fetch_continuously(req, core_tx).await })
             };
             while let Some(results) = core_rx.recv().await {
                 METRICS
@@ -634,7 +634,7 @@ impl Replication for ReplicationService {
         ready(&manager)?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(async move {
+        crate::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
                 let start = std::time::Instant::now();
                 let partitions: Vec<ReplicaFetchPartition> = req

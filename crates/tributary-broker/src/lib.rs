@@ -61,6 +61,16 @@ pub async fn run(
     config: BrokerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Every task and request of this broker runs inside this span, so its events name the
+    // broker (`broker{id=1}` in text logs, `"spans":[{"name":"broker","id":1},...]` in JSON).
+    let span = tracing::info_span!("broker", id = config.broker_id);
+    tracing::Instrument::instrument(serve(config, shutdown), span).await
+}
+
+async fn serve(
+    config: BrokerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let (data_dir, meta) = DataDir::open(&config.data_dir, config.broker_id)?;
     let coordinators = Arc::new(coordinators::Coordinators::new(&config.coordinators)?);
     let metadata = Arc::new(MetadataCache::default());
@@ -108,8 +118,10 @@ pub async fn run(
         // ACKs add ~40 ms to small request/response exchanges (acks=all, replica fetches, Raft).
         let incoming = tonic::transport::server::TcpIncoming::from(socket).with_nodelay(Some(true));
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(
+        let span = tracing::Span::current();
+        servers.push(crate::spawn(
             Server::builder()
+                .trace_fn(move |_| span.clone())
                 .max_frame_size(Some(MAX_FRAME_SIZE))
                 .add_service(health_service.clone())
                 .add_service(broker_service)
@@ -128,13 +140,14 @@ pub async fn run(
         .collect();
     tracing::info!(broker_id = config.broker_id, listeners = ?listeners, inter_broker_listener = %config.inter_broker_listener_name, coordinators = ?config.coordinators, "broker starting");
 
-    let scraped = manager.clone();
-    let metrics_server =
-        tributary_node::metrics::spawn(config.metrics_listen, move || metrics::render(&scraped))
-            .await?;
-    let follower = tokio::spawn(metadata::follow(metadata.clone(), coordinators.clone()));
+    let (scraped, scraped_groups) = (manager.clone(), groups.clone());
+    let metrics_server = tributary_node::metrics::spawn(config.metrics_listen, move || {
+        metrics::render(&scraped, &scraped_groups)
+    })
+    .await?;
+    let follower = crate::spawn(metadata::follow(metadata.clone(), coordinators.clone()));
     let lifecycle = Arc::new(Lifecycle::new(manager.clone()));
-    let heartbeats = tokio::spawn(lifecycle.clone().run());
+    let heartbeats = crate::spawn(lifecycle.clone().run());
 
     let mut shutdown = Box::pin(shutdown);
     let started = tokio::select! {
@@ -150,15 +163,16 @@ pub async fn run(
     match started {
         Some(Ok(())) => {
             fetchers.update(manager.followed());
-            tasks.push(tokio::spawn(reconcile_on_change(
+            tasks.push(crate::spawn(reconcile_on_change(
                 manager.clone(),
                 fetchers.clone(),
             )));
-            tasks.push(tokio::spawn(shrink_isrs(manager.clone())));
-            tasks.push(tokio::spawn(upkeep(manager.clone())));
-            tasks.push(tokio::spawn(groups.clone().run()));
-            tasks.push(tokio::spawn(clean_logs(manager.clone())));
-            tasks.push(tokio::spawn(report_health(manager.clone(), health)));
+            tasks.push(crate::spawn(shrink_isrs(manager.clone())));
+            tasks.push(crate::spawn(upkeep(manager.clone())));
+            tasks.push(crate::spawn(groups.clone().run()));
+            tasks.push(crate::spawn(groups.clone().report_lag()));
+            tasks.push(crate::spawn(clean_logs(manager.clone())));
+            tasks.push(crate::spawn(report_health(manager.clone(), health)));
             shutdown.await;
             tracing::info!("shutting down: moving leaderships away");
             let timeout = Duration::from_millis(config.controlled_shutdown_timeout_ms);
@@ -190,11 +204,31 @@ pub async fn run(
     })
     .await;
     let closer = manager.clone();
-    tokio::task::spawn_blocking(move || closer.close_all())
+    crate::spawn_blocking(move || closer.close_all())
         .await
         .context("closing logs")??;
     tracing::info!("broker stopped");
     Ok(())
+}
+
+/// `tokio::spawn` keeping the caller's tracing span (the broker's id, a fetcher's leader, ...)
+/// on the task: a bare `tokio::spawn` starts its task outside every span.
+pub(crate) fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::in_current_span(future))
+}
+
+/// `tokio::task::spawn_blocking` keeping the caller's tracing span, as [`spawn`].
+pub(crate) fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
 }
 
 /// Registers, catches up with the metadata up to the registration, checks the cluster id,
@@ -232,7 +266,7 @@ async fn start_serving(
         _ => {}
     }
     let reconciler = manager.clone();
-    tokio::task::spawn_blocking(move || reconciler.reconcile())
+    crate::spawn_blocking(move || reconciler.reconcile())
         .await
         .context("reconciling logs")??;
     manager.set_ready();
@@ -256,7 +290,7 @@ async fn reconcile_on_change(manager: Arc<ReplicaManager>, fetchers: Arc<replica
         }
         changes.borrow_and_update();
         let reconciler = manager.clone();
-        match tokio::task::spawn_blocking(move || reconciler.reconcile()).await {
+        match crate::spawn_blocking(move || reconciler.reconcile()).await {
             Ok(Ok(())) => fetchers.update(manager.followed()),
             Ok(Err(err)) => {
                 tracing::error!(error = %format!("{err:#}"), "reconciling partitions failed")
@@ -298,7 +332,7 @@ async fn upkeep(manager: Arc<ReplicaManager>) {
             last_retention = now;
         }
         let worker = manager.clone();
-        let _ = tokio::task::spawn_blocking(move || worker.maintain(checkpoint, retention)).await;
+        let _ = crate::spawn_blocking(move || worker.maintain(checkpoint, retention)).await;
     }
 }
 
@@ -328,7 +362,7 @@ async fn clean_logs(manager: Arc<ReplicaManager>) {
         ticker.tick().await;
         let Some(mut c) = cleaner.take() else { return };
         let worker = manager.clone();
-        match tokio::task::spawn_blocking(move || {
+        match crate::spawn_blocking(move || {
             worker.clean_logs(&mut c);
             c
         })

@@ -541,7 +541,7 @@ impl ReplicaManager {
             ],
             validate_only: false,
         };
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let result = coordinators
                 .call(|channel| {
                     let request = request.clone();
@@ -1158,7 +1158,7 @@ impl ReplicaManager {
     /// sent again, never taken for a refusal.
     fn propose(self: &Arc<Self>, proposal: crate::partition::IsrProposal) {
         let manager = self.clone();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let request = tributary_proto::coordinator::v1::AlterPartitionRequest {
                 broker_id: manager.me,
                 broker_epoch: manager.broker_epoch(),

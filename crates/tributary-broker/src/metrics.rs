@@ -8,6 +8,7 @@ use tributary_metadata::BrokerState;
 use tributary_node::metrics::{Counter, Exposition, FastCounter, Histogram, process_metrics};
 use tributary_proto::common::v1::ErrorCode;
 
+use crate::group::GroupCoordinator;
 use crate::manager::ReplicaManager;
 
 /// Process-wide broker metrics.
@@ -48,7 +49,7 @@ impl BrokerMetrics {
 }
 
 /// The text of `GET /metrics`.
-pub fn render(manager: &ReplicaManager) -> String {
+pub fn render(manager: &ReplicaManager, groups: &GroupCoordinator) -> String {
     let m = &*METRICS;
     let mut out = Exposition::default();
     m.requests.render(
@@ -189,6 +190,24 @@ pub fn render(manager: &ReplicaManager) -> String {
         &[],
         if running { 1.0 } else { 0.0 },
     );
+    out.header(
+        "tributary_consumer_group_lag",
+        "Records between a group's committed offset and the partition's high watermark, for \
+         the groups this broker coordinates (refreshed every 5 s).",
+        "gauge",
+    );
+    for sample in groups.lag() {
+        let part = sample.tp.partition.to_string();
+        out.sample(
+            "tributary_consumer_group_lag",
+            &[
+                ("group", &sample.group),
+                ("topic", &sample.tp.topic),
+                ("partition", &part),
+            ],
+            sample.lag as f64,
+        );
+    }
     process_metrics(&mut out);
     out.finish()
 }

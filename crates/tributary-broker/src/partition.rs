@@ -136,6 +136,12 @@ impl Partition {
         self.role.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The tracing span of this partition at leader epoch `epoch`: events logged inside it
+    /// carry the topic, the partition and the epoch (and the broker, from the enclosing span).
+    pub fn span(&self, epoch: i32) -> tracing::Span {
+        tracing::info_span!("partition", topic = %self.tp.topic, partition = self.tp.partition, epoch)
+    }
+
     /// The high watermark: offsets below it are committed.
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
@@ -174,9 +180,11 @@ impl Partition {
                 })
                 .collect();
             *self.pending_isr.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            tracing::info!(partition = %self.tp, epoch = state.leader_epoch, log_end_offset = self.log.log_end_offset(), "leading");
+            let _span = self.span(state.leader_epoch).entered();
+            tracing::info!(log_end_offset = self.log.log_end_offset(), "leading");
         } else if role.leader == Some(self.me) && !leads {
-            tracing::info!(partition = %self.tp, new_leader = ?state.leader, epoch = state.leader_epoch, "no longer leading");
+            let _span = self.span(state.leader_epoch).entered();
+            tracing::info!(new_leader = ?state.leader, "no longer leading");
         }
         {
             let mut pending = self.pending_isr.lock().unwrap_or_else(|p| p.into_inner());
@@ -613,7 +621,8 @@ impl Partition {
             .copied()
             .filter(|b| !lagging.contains(b))
             .collect();
-        tracing::info!(partition = %self.tp, isr = ?role.isr, lagging = ?lagging, "shrinking the ISR");
+        let _span = self.span(role.leader_epoch).entered();
+        tracing::info!(isr = ?role.isr, lagging = ?lagging, "shrinking the ISR");
         let proposal = self.proposal(&role, new_isr);
         *pending = Some(proposal.clone());
         Some(proposal)
@@ -722,7 +731,12 @@ impl Partition {
             before
         };
         if leo < before {
-            tracing::warn!(partition = %self.tp, from = before, to = leo, "truncated records the leader does not have");
+            let _span = self.span(epoch).entered();
+            tracing::warn!(
+                from = before,
+                to = leo,
+                "truncated records the leader does not have"
+            );
             crate::metrics::METRICS
                 .truncated_records
                 .add((before - leo) as u64);

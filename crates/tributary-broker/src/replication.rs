@@ -201,10 +201,14 @@ impl Fetchers {
                     follows: Mutex::new(HashMap::new()),
                     wake: Notify::new(),
                 });
-                let task = tokio::spawn(run(
-                    fetcher.clone(),
-                    self.manager.clone(),
-                    self.transport.clone(),
+                let span = tracing::info_span!("fetcher", leader);
+                let task = crate::spawn(tracing::Instrument::instrument(
+                    run(
+                        fetcher.clone(),
+                        self.manager.clone(),
+                        self.transport.clone(),
+                    ),
+                    span,
                 ));
                 (fetcher, task)
             });

@@ -18,6 +18,7 @@ const KNOWN_KEYS: &[&str] = &[
     "leader_rebalance_interval_ms",
     "join",
     "metrics_listen",
+    "log_format",
 ];
 
 /// Everything a coordinator node needs to run.
@@ -42,6 +43,8 @@ pub struct CoordinatorConfig {
     pub join: bool,
     /// Where Prometheus scrapes `GET /metrics` (none: no metrics endpoint).
     pub metrics_listen: Option<SocketAddr>,
+    /// `log_format`: `text` (default) or `json` lines (also the `--log-json` flag).
+    pub log_format: tributary_node::LogFormat,
 }
 
 impl Default for CoordinatorConfig {
@@ -56,6 +59,7 @@ impl Default for CoordinatorConfig {
             leader_rebalance_interval_ms: 30_000,
             join: false,
             metrics_listen: None,
+            log_format: tributary_node::LogFormat::Text,
         }
     }
 }
@@ -138,6 +142,7 @@ impl CoordinatorConfig {
                 })?),
                 _ => None,
             },
+            log_format: tributary_node::LogFormat::from_config(&raw)?,
         };
         if let Some(v) = flags.node_id {
             config.node_id = v;

@@ -37,6 +37,15 @@ pub async fn run(
     config: CoordinatorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // This node's tasks and requests run inside this span, so their events name the node.
+    let span = tracing::info_span!("coordinator", id = config.node_id);
+    tracing::Instrument::instrument(serve(config, shutdown), span).await
+}
+
+async fn serve(
+    config: CoordinatorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.listen)
@@ -68,8 +77,10 @@ pub async fn run(
     // add ~40 ms to small request/response exchanges (acks=all, replica fetches, Raft).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
+    let span = tracing::Span::current();
+    let server = tokio::spawn(tracing::Instrument::in_current_span(
         Server::builder()
+            .trace_fn(move |_| span.clone())
             .max_frame_size(Some(MAX_FRAME_SIZE))
             .add_service(health_service)
             .add_service(raft_service)
@@ -78,7 +89,7 @@ pub async fn run(
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
-    );
+    ));
     tracing::info!(node_id = config.node_id, listen = %config.listen, advertised = %config.advertised_address, "coordinator serving");
 
     // A new cluster bootstraps from its configured voters; a node that already holds cluster
@@ -105,8 +116,13 @@ pub async fn run(
     let metrics_server =
         tributary_node::metrics::spawn(config.metrics_listen, move || metrics::render(&scraped))
             .await?;
-    let controller = tokio::spawn(controller::run(coordinator.clone()));
-    let health_task = tokio::spawn(report_health(coordinator.clone(), health));
+    let controller = tokio::spawn(tracing::Instrument::in_current_span(controller::run(
+        coordinator.clone(),
+    )));
+    let health_task = tokio::spawn(tracing::Instrument::in_current_span(report_health(
+        coordinator.clone(),
+        health,
+    )));
     shutdown.await;
     tracing::info!("shutting down");
     controller.abort();

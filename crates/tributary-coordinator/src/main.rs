@@ -16,7 +16,7 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     flags: ConfigFlags,
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text (the `log_format = "json"` key).
     #[arg(long, global = true)]
     log_json: bool,
 }
@@ -43,7 +43,6 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Healthcheck { addr }) => runtime.block_on(tributary_node::healthcheck(&addr)),
         None => {
-            tributary_node::init_logging(cli.log_json, "info,openraft=warn,sled=warn");
             let config = match CoordinatorConfig::load(&cli.flags) {
                 Ok(config) => config,
                 Err(err) => {
@@ -51,6 +50,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let format = if cli.log_json {
+                tributary_node::LogFormat::Json
+            } else {
+                config.log_format
+            };
+            tributary_node::init_logging(format, "info,openraft=warn,sled=warn");
             match runtime.block_on(tributary_coordinator::run(
                 config,
                 tributary_node::shutdown_signal(),

@@ -260,7 +260,7 @@ impl BrokerLifecycle for BrokerLifecycleService {
         let (tx, rx) = mpsc::channel(64);
         let coordinator = self.0.clone();
         let mut next = request.into_inner().from_offset;
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut applied = coordinator.node().subscribe_applied();
             loop {
                 let batch = coordinator.node().read(|state| {
@@ -303,7 +303,7 @@ impl BrokerLifecycle for BrokerLifecycleService {
                     }
                 }
             }
-        });
+        }));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

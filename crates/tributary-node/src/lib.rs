@@ -13,8 +13,42 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+/// The `log_format` key: how a server writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, spans as `broker{id=1}:partition{topic=t partition=0 epoch=3}`.
+    #[default]
+    Text,
+    /// One JSON object per line, with `fields` and the `spans` enclosing the event.
+    Json,
+}
+
+impl LogFormat {
+    /// Reads the `log_format` key of a layered configuration (`text` when absent).
+    pub fn from_config(raw: &config::Config) -> Result<Self> {
+        match raw.get::<String>("log_format") {
+            Err(config::ConfigError::NotFound(_)) => Ok(Self::Text),
+            Err(e) => Err(e).context("log_format"),
+            Ok(text) => text.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => bail!("log_format must be `text` or `json`, not `{other}`"),
+        }
+    }
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (else `default_filter`), as text or JSON lines.
-pub fn init_logging(json: bool, default_filter: &str) {
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    let json = format == LogFormat::Json;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -147,5 +181,21 @@ mod tests {
         assert!(err.contains("`listen_adress`"), "{err}");
         std::fs::write(&file, "listen = \"0.0.0.0:1\"\n").unwrap();
         check_file_keys(&file, &["listen"]).unwrap();
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        assert_eq!("text".parse::<LogFormat>().unwrap(), LogFormat::Text);
+        let err = "JSON".parse::<LogFormat>().unwrap_err().to_string();
+        assert!(err.contains("`text` or `json`, not `JSON`"), "{err}");
+        let empty = config::Config::builder().build().unwrap();
+        assert_eq!(LogFormat::from_config(&empty).unwrap(), LogFormat::Text);
+        let set = config::Config::builder()
+            .set_override("log_format", "yaml")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(LogFormat::from_config(&set).is_err());
     }
 }

@@ -27,6 +27,7 @@
 //! - A member of an old generation can neither commit nor sync.
 
 pub mod grpc;
+pub mod lag;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
@@ -186,6 +187,8 @@ pub struct GroupCoordinator {
     shards: Mutex<HashMap<i32, Shard>>,
     /// When this broker last asked for the offsets topic to be created.
     creating: Mutex<Option<Instant>>,
+    /// The consumer-group lag last measured ([`lag`]).
+    lag: Mutex<Vec<lag::LagSample>>,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -223,6 +226,7 @@ impl GroupCoordinator {
             config,
             shards: Mutex::new(HashMap::new()),
             creating: Mutex::new(None),
+            lag: Mutex::new(Vec::new()),
         })
     }
 
@@ -322,7 +326,7 @@ impl GroupCoordinator {
             validate_only: false,
         };
         let coordinators = self.manager.coordinators().clone();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let result = coordinators
                 .call(|channel| {
                     let request = request.clone();
@@ -502,7 +506,7 @@ impl GroupCoordinator {
     /// rebalance writes it again).
     fn persist_in_background(self: &Arc<Self>, partition: i32, write: Write) {
         let this = self.clone();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             if let Err(e) = this.append(partition, vec![write]).await {
                 tracing::warn!(partition, error = %e.message, "could not persist a group");
             }
@@ -959,7 +963,7 @@ impl GroupCoordinator {
                 let partition = located.partition;
                 // Independent of the leader's request: the group must not stay stuck if the
                 // leader goes away mid-write.
-                tokio::spawn(async move {
+                crate::spawn(async move {
                     let result = this.append(partition, vec![write]).await;
                     let mut g = lock(&group);
                     if g.generation != generation || g.state != GroupState::CompletingRebalance {
@@ -1536,9 +1540,9 @@ impl GroupCoordinator {
         }
         for (partition, epoch) in to_load {
             let this = self.clone();
-            tokio::spawn(async move {
+            crate::spawn(async move {
                 let loader = this.clone();
-                let loaded = tokio::task::spawn_blocking(move || loader.load(partition)).await;
+                let loaded = crate::spawn_blocking(move || loader.load(partition)).await;
                 match loaded {
                     Ok(Ok(groups)) => {
                         let mut shards = lock(&this.shards);
