@@ -18,7 +18,14 @@ tasks:
                      every check and test of the workspace: rustfmt, clippy (-D warnings),
                      then builds every binary and runs all unit, property, crash, integration
                      and doc tests, deploy-check and compose-test (--no-lint: skip rustfmt
-                     and clippy; --no-docker: skip compose-test)
+                     and clippy; --no-docker: skip compose-test), and a 150-second chaos run
+                     (--no-chaos: skip it)
+  chaos [--seed N] [--duration SECS] [--out DIR] [--faults kill,leader,pause,raft-leader,
+        rolling-restart,torn-write]
+                     the fault suite: a workload against a real 3+3 cluster while a seeded
+                     nemesis injects faults, then the checker (lost, duplicated, reordered,
+                     inconsistent, skipped, diverged replicas, time to heal); summary and
+                     history in target/chaos/<seed>/
 ";
 
 /// The help text: the tasks above, the cluster tasks, `help`.
@@ -47,6 +54,7 @@ fn run(args: Vec<String>) -> Result<()> {
     };
     match task {
         "test" => test(rest),
+        "chaos" => chaos(rest),
         "cluster-up" => cluster::up(rest, &workspace_root()),
         "cluster-down" => cluster::down(rest, &workspace_root()),
         "cluster-status" => cluster::status(rest, &workspace_root()),
@@ -73,10 +81,12 @@ fn run(args: Vec<String>) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     let mut lint = true;
     let mut docker = true;
+    let mut chaos_run = true;
     for arg in args {
         match arg.as_str() {
             "--no-lint" => lint = false,
             "--no-docker" => docker = false,
+            "--no-chaos" => chaos_run = false,
             other => bail!("unknown option `{other}` for `cargo xtask test`"),
         }
     }
@@ -96,6 +106,15 @@ fn test(args: &[String]) -> Result<()> {
     // Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
+    // The fault suite, short, with a fixed seed (the same fault schedule every run).
+    if chaos_run {
+        chaos(&[
+            "--seed".into(),
+            "1".into(),
+            "--duration".into(),
+            "150".into(),
+        ])?;
+    }
     // deploy/ against the binaries just built, then the Compose round trip (torn down before
     // returning, so the default ports are free again).
     docker::deploy_check(&[], &workspace_root())?;
@@ -103,6 +122,22 @@ fn test(args: &[String]) -> Result<()> {
         docker::test_step(&workspace_root())?;
     }
     Ok(())
+}
+
+/// `cargo xtask chaos`: builds the binaries and runs the fault suite (`tests/examples/chaos.rs`).
+fn chaos(args: &[String]) -> Result<()> {
+    cargo(&["build", "--workspace", "--bins"])?;
+    let mut run = vec![
+        "run",
+        "-q",
+        "-p",
+        "tributary-tests",
+        "--example",
+        "chaos",
+        "--",
+    ];
+    run.extend(args.iter().map(String::as_str));
+    cargo(&run)
 }
 
 /// Runs `cargo <args>` in the workspace root, failing with the command line if it fails.

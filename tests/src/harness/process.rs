@@ -264,9 +264,10 @@ pub(crate) fn read_from(path: &Path, offset: Option<u64>, max: u64) -> io::Resul
 }
 
 /// The directory the node binaries are taken from: `$TRIBUTARY_BIN_DIR`, else the directory of
-/// the running executable, one level up from `deps/` (a test runs as
-/// `target/<profile>/deps/<test>-<hash>`, xtask as `target/<profile>/xtask`: both give
-/// `target/<profile>`, where cargo puts the workspace's binaries).
+/// the running executable, one level up from `deps/` or `examples/` (a test runs as
+/// `target/<profile>/deps/<test>-<hash>`, an example as `target/<profile>/examples/<name>`,
+/// xtask as `target/<profile>/xtask`: all give `target/<profile>`, where cargo puts the
+/// workspace's binaries).
 pub fn bin_dir() -> io::Result<PathBuf> {
     if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|dir| !dir.is_empty()) {
         return std::path::absolute(PathBuf::from(dir));
@@ -276,7 +277,10 @@ pub fn bin_dir() -> io::Result<PathBuf> {
 
 fn bin_dir_of(exe: &Path) -> PathBuf {
     let dir = exe.parent().unwrap_or(Path::new("."));
-    if dir.file_name().is_some_and(|name| name == "deps") {
+    if dir
+        .file_name()
+        .is_some_and(|name| name == "deps" || name == "examples")
+    {
         dir.parent().unwrap_or(dir).to_path_buf()
     } else {
         dir.to_path_buf()
@@ -296,6 +300,10 @@ mod tests {
         assert_eq!(
             bin_dir_of(Path::new("/w/target/release/xtask")),
             Path::new("/w/target/release")
+        );
+        assert_eq!(
+            bin_dir_of(Path::new("/w/target/debug/examples/chaos")),
+            Path::new("/w/target/debug")
         );
     }
 
