@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use tributary_client::{Consumer, Offset, Producer, ProducerRecord, Properties, TopicPartition};
+use tributary_client::{
+    Consumer, ErrorCode, Offset, Producer, ProducerRecord, Properties, TopicPartition,
+};
 use tributary_tests::harness::{Cluster, NodeKind};
 
 const KEYS: usize = 10;
@@ -53,6 +55,15 @@ async fn a_compacted_topic_keeps_the_latest_value_of_every_key() -> Result<()> {
             .await?
             .await?;
     }
+    // Kafka refuses a record without a key on a compacted topic with INVALID_RECORD.
+    let keyless = producer
+        .send(ProducerRecord::new("compacted", "no key"))
+        .await?
+        .await;
+    ensure!(
+        keyless.as_ref().err().and_then(|e| e.code()) == Some(ErrorCode::InvalidRecord),
+        "a keyless record on a compacted topic: {keyless:?}"
+    );
 
     let tp = TopicPartition::new("compacted", 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -1244,7 +1244,7 @@ pub fn log_config(topic: &Topic) -> LogConfig {
     let d = LogConfig::default();
     let long = |key: &str| topic.config(key).and_then(|v| v.parse::<i64>().ok());
     let below_max = |v: i64| (v < i64::MAX).then_some(v);
-    // Not in the topic-config table yet: Kafka's defaults until they are.
+    // Validated by the topic-config table; the filters only guard an image written before.
     let min_lag = long("min.compaction.lag.ms")
         .filter(|v| *v >= 0)
         .unwrap_or(d.min_compaction_lag_ms);

@@ -793,7 +793,7 @@ impl Partition {
 pub fn storage_error(tp: &TopicPartition, err: StorageError) -> PartitionError {
     let code = match &err {
         StorageError::InvalidBatch { .. } => ErrorCode::CorruptMessage,
-        StorageError::EmptyAppend => ErrorCode::InvalidRecord,
+        StorageError::EmptyAppend | StorageError::KeylessRecord { .. } => ErrorCode::InvalidRecord,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         StorageError::OffsetOutOfRange {
             log_start_offset,

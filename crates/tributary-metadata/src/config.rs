@@ -95,6 +95,15 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         doc: "fsync when the oldest unflushed record is this old",
     },
     ConfigKey {
+        name: "max.compaction.lag.ms",
+        kind: ConfigType::Long {
+            min: 1,
+            max: LONG_MAX,
+        },
+        default: "9223372036854775807",
+        doc: "a record stays uncompacted at most this long (the cleaner then runs whatever the dirty ratio)",
+    },
+    ConfigKey {
         name: "max.message.bytes",
         kind: ConfigType::Int {
             min: 61,
@@ -114,6 +123,15 @@ pub const TOPIC_CONFIGS: &[ConfigKey] = &[
         kind: ConfigType::Double { min: 0.0, max: 1.0 },
         default: "0.5",
         doc: "share of a log not yet compacted before the cleaner runs",
+    },
+    ConfigKey {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long {
+            min: 0,
+            max: LONG_MAX,
+        },
+        default: "0",
+        doc: "a record stays uncompacted at least this long",
     },
     ConfigKey {
         name: "min.insync.replicas",

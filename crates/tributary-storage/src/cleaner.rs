@@ -408,11 +408,11 @@ pub(crate) fn check_batch_keys(
     };
     parse_records(section, header, records).map_err(invalid)?;
     if let Some((i, record)) = records.iter().enumerate().find(|(_, r)| r.key.is_none()) {
-        return Err(invalid(RecordError::Invalid(format!(
-            "record {i} (offset delta {}) has no key: a compacted topic (cleanup.policy=compact) \
-             accepts only records with keys",
-            record.offset_delta
-        ))));
+        return Err(StorageError::KeylessRecord {
+            position,
+            record: i,
+            offset_delta: record.offset_delta,
+        });
     }
     Ok(())
 }
@@ -1985,13 +1985,18 @@ mod tests {
         let at = buf.len();
         buf.extend_from_slice(&builder.build());
         match check_keys(&buf) {
-            Err(StorageError::InvalidBatch { position, source }) => {
+            Err(
+                e @ StorageError::KeylessRecord {
+                    position,
+                    record: 1,
+                    offset_delta: 1,
+                },
+            ) => {
                 assert_eq!(position, at);
                 assert!(
-                    source
-                        .to_string()
-                        .contains("record 1 (offset delta 1) has no key"),
-                    "{source}"
+                    e.to_string()
+                        .contains("record 1 (offset delta 1) of the batch at byte"),
+                    "{e}"
                 );
             }
             other => panic!("{other:?}"),

@@ -41,6 +41,20 @@ pub enum StorageError {
         #[source]
         source: RecordError,
     },
+    /// A well-formed batch with a record a compacted log cannot take: one without a key
+    /// (Kafka: INVALID_RECORD). Nothing of the append was written.
+    #[error(
+        "record {record} (offset delta {offset_delta}) of the batch at byte {position} has no key: \
+         a compacted topic (cleanup.policy=compact) accepts only records with keys"
+    )]
+    KeylessRecord {
+        /// Byte position of the batch in the append's buffer.
+        position: usize,
+        /// Index of the record in its batch.
+        record: usize,
+        /// Its offset delta.
+        offset_delta: i32,
+    },
     /// A batch is larger than `max.message.bytes` (Kafka: MESSAGE_TOO_LARGE).
     #[error("record batch of {size} bytes exceeds max.message.bytes = {max}")]
     BatchTooLarge {
