@@ -66,16 +66,24 @@ enum Fault {
     KillRaftLeader,
     RollingRestart,
     TornWrite,
+    IsolateLeader,
+    OneWay,
+    Split,
+    Bridge,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 10] = [
         Fault::KillBroker,
         Fault::KillLeader,
         Fault::Pause,
         Fault::KillRaftLeader,
         Fault::RollingRestart,
         Fault::TornWrite,
+        Fault::IsolateLeader,
+        Fault::OneWay,
+        Fault::Split,
+        Fault::Bridge,
     ];
 
     fn name(self) -> &'static str {
@@ -86,6 +94,10 @@ impl Fault {
             Fault::KillRaftLeader => "raft-leader",
             Fault::RollingRestart => "rolling-restart",
             Fault::TornWrite => "torn-write",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::OneWay => "one-way",
+            Fault::Split => "split",
+            Fault::Bridge => "bridge",
         }
     }
 }
@@ -407,6 +419,144 @@ async fn consume_in_group(
     Ok(())
 }
 
+// ---- Network: a fault-injecting proxy on every broker-to-broker link ---------------------------
+
+/// What a link between two brokers does to the bytes of its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// Everything passes.
+    Up,
+    /// Connections are dropped and new ones refused: a partition.
+    Cut,
+    /// Requests pass but the answers stall (nothing is read from the leader's side, as when
+    /// one direction's packets are lost and TCP retransmits in vain): a one-way partition.
+    OneWay,
+}
+
+/// The links `follower -> leader` (follower `j` fetches from leader `i` through a proxy of its
+/// own), each with its state.
+struct Network {
+    links: BTreeMap<(u64, u64), tokio::sync::watch::Sender<LinkState>>,
+}
+
+impl Network {
+    /// Sets the link `from -> to`.
+    fn set(&self, from: u64, to: u64, state: LinkState) {
+        if let Some(link) = self.links.get(&(from, to)) {
+            link.send_replace(state);
+        }
+    }
+
+    /// Every link back up.
+    fn heal(&self) {
+        for link in self.links.values() {
+            link.send_replace(LinkState::Up);
+        }
+    }
+}
+
+/// Accepts on `listener` and relays each connection to `target`, obeying `state`.
+async fn proxy(
+    listener: tokio::net::TcpListener,
+    target: std::net::SocketAddr,
+    state: tokio::sync::watch::Receiver<LinkState>,
+) {
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        if *state.borrow() == LinkState::Cut {
+            drop(inbound);
+            continue;
+        }
+        let mut state = state.clone();
+        tokio::spawn(async move {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let (from_client, to_client) = inbound.into_split();
+            let (from_server, to_server) = outbound.into_split();
+            let requests = relay(from_client, to_server, state.clone(), false);
+            let answers = relay(from_server, to_client, state.clone(), true);
+            tokio::select! {
+                _ = requests => {}
+                _ = answers => {}
+                _ = state.wait_for(|s| *s == LinkState::Cut) => {}
+            }
+        });
+    }
+}
+
+/// Copies `from` to `to`; the answers direction stalls while the link is one-way.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut state: tokio::sync::watch::Receiver<LinkState>,
+    answers: bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if answers && state.wait_for(|s| *s != LinkState::OneWay).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if answers && *state.borrow() == LinkState::OneWay {
+            // Read before the stall began: hold it until the link comes back.
+            if state.wait_for(|s| *s != LinkState::OneWay).await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Picks the ports of the broker-to-broker links, starts their proxies, and returns the network
+/// and each broker's extra config: listeners `R1`, `R2`, `R3` (follower `j` fetches over `Rj`,
+/// advertised at the proxy of link `j -> i`) and `inter_broker_listener_name = "R<i>"`.
+async fn network(brokers: u64) -> Result<(Network, BTreeMap<u64, String>)> {
+    let n = brokers as usize;
+    let ports = tributary_tests::harness::free_ports(2 * n * n)?;
+    let mut ports = ports.into_iter();
+    let mut links = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    for leader in 1..=brokers {
+        let mut listeners = Vec::new();
+        let mut advertised = Vec::new();
+        for follower in 1..=brokers {
+            let bind = std::net::SocketAddr::from(([127, 0, 0, 1], ports.next().context("port")?));
+            listeners.push(format!("R{follower}://{bind}"));
+            if follower == leader {
+                continue;
+            }
+            let via = std::net::SocketAddr::from(([127, 0, 0, 1], ports.next().context("port")?));
+            let listener = tokio::net::TcpListener::bind(via).await.with_context(|| {
+                format!("binding the proxy of link {follower} -> {leader} on {via}")
+            })?;
+            let (tx, rx) = tokio::sync::watch::channel(LinkState::Up);
+            tokio::spawn(proxy(listener, bind, rx));
+            links.insert((follower, leader), tx);
+            advertised.push(format!("R{follower}://{via}"));
+        }
+        configs.insert(
+            leader,
+            format!(
+                "listeners = \"{}\"\nadvertised_listeners = \"{}\"\ninter_broker_listener_name = \"R{leader}\"\n",
+                listeners.join(","),
+                advertised.join(",")
+            ),
+        );
+    }
+    Ok((Network { links }, configs))
+}
+
 // ---- Nemesis ----------------------------------------------------------------------------------
 
 /// Runs blocking harness calls (which wait with the OS thread) off the async workers.
@@ -489,12 +639,69 @@ fn walk_find(dir: &Path, name: &str) -> Option<PathBuf> {
 async fn inject(
     fault: Fault,
     cluster: &Arc<Mutex<Cluster>>,
+    net: &Network,
     admin: &Admin,
     rng: &mut Rng,
 ) -> Result<String> {
     let brokers: Vec<u64> = (1..=3).collect();
     let hold = rng.millis(2000, 6000);
+    // Network faults last past the ISR lag time, so the leader does shrink its ISR.
+    let cut = rng.millis(REPLICA_LAG_MS + 1000, REPLICA_LAG_MS + 5000);
     let what = match fault {
+        Fault::IsolateLeader => {
+            let leaders = partition_leaders(admin).await?;
+            let p = rng.below(PARTITIONS as u64) as usize;
+            let Some(leader) = leaders[p] else {
+                return Ok(format!("{TOPIC}-{p} has no leader to isolate"));
+            };
+            let leader = u64::try_from(leader)?;
+            for follower in brokers.iter().filter(|b| **b != leader) {
+                net.set(*follower, leader, LinkState::Cut);
+            }
+            tokio::time::sleep(cut).await;
+            net.heal();
+            format!(
+                "cut broker {leader} (leader of {TOPIC}-{p}) off from its followers, not from the coordinators, for {cut:?}"
+            )
+        }
+        Fault::OneWay => {
+            let leaders = partition_leaders(admin).await?;
+            let p = rng.below(PARTITIONS as u64) as usize;
+            let Some(leader) = leaders[p] else {
+                return Ok(format!("{TOPIC}-{p} has no leader"));
+            };
+            let leader = u64::try_from(leader)?;
+            let others: Vec<u64> = brokers.iter().copied().filter(|b| *b != leader).collect();
+            let follower = others[rng.below(others.len() as u64) as usize];
+            net.set(follower, leader, LinkState::OneWay);
+            tokio::time::sleep(cut).await;
+            net.heal();
+            format!(
+                "answers from broker {leader} (leader of {TOPIC}-{p}) to follower {follower} stalled for {cut:?}"
+            )
+        }
+        Fault::Split => {
+            let alone = brokers[rng.below(3) as usize];
+            for other in brokers.iter().filter(|b| **b != alone) {
+                net.set(alone, *other, LinkState::Cut);
+                net.set(*other, alone, LinkState::Cut);
+            }
+            tokio::time::sleep(cut).await;
+            net.heal();
+            format!("brokers split into {{{alone}}} and the rest for {cut:?}")
+        }
+        Fault::Bridge => {
+            let bridge = brokers[rng.below(3) as usize];
+            let ends: Vec<u64> = brokers.iter().copied().filter(|b| *b != bridge).collect();
+            net.set(ends[0], ends[1], LinkState::Cut);
+            net.set(ends[1], ends[0], LinkState::Cut);
+            tokio::time::sleep(cut).await;
+            net.heal();
+            format!(
+                "brokers {} and {} cut apart, both still reach broker {bridge}, for {cut:?}",
+                ends[0], ends[1]
+            )
+        }
         Fault::KillBroker => {
             let id = brokers[rng.below(3) as usize];
             blocking(|| lock(cluster).broker(id).kill_9())?;
@@ -692,7 +899,12 @@ async fn run() -> Result<bool> {
         args.faults.iter().map(|f| f.name()).collect::<Vec<_>>(),
         args.out.display()
     );
-    let cluster = Cluster::builder()
+    let (net, broker_configs) = network(3).await?;
+    let mut builder = Cluster::builder();
+    for (id, config) in broker_configs {
+        builder = builder.node_config(NodeKind::Broker, id, config);
+    }
+    let cluster = builder
         .coordinators(3)
         .brokers(3)
         .root(args.out.join("cluster"))
@@ -766,7 +978,7 @@ async fn run() -> Result<bool> {
         }
         let fault = args.faults[rng.below(args.faults.len() as u64) as usize];
         history.log(serde_json::json!({"op": "fault-start", "fault": fault.name()}));
-        let what = inject(fault, &cluster, &admin, &mut rng)
+        let what = inject(fault, &cluster, &net, &admin, &mut rng)
             .await
             .with_context(|| format!("injecting {}", fault.name()))?;
         println!("chaos: {what}");
@@ -776,6 +988,7 @@ async fn run() -> Result<bool> {
 
     // Heal: everything runs again; then every partition must get a leader and a full ISR.
     let heal_start = Instant::now();
+    net.heal();
     blocking(|| -> Result<()> {
         let mut c = lock(&cluster);
         for node in c.nodes_mut() {

@@ -140,3 +140,81 @@ async fn keyed_records_survive_a_broker_kill_without_loss_duplication_or_reorder
     }
     Ok(())
 }
+
+/// An idempotent producer whose batch fails for good (here MESSAGE_TOO_LARGE) keeps producing
+/// to that partition: the partition's sequence starts over under a new producer id instead of
+/// every later batch being refused as OUT_OF_ORDER_SEQUENCE_NUMBER; nothing is duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_partition_recovers_from_a_failed_batch() -> Result<()> {
+    let mut cluster = Cluster::builder().coordinators(1).brokers(1).start()?;
+    let bootstrap = cluster
+        .of_kind(NodeKind::Broker)
+        .next()
+        .context("a broker")?
+        .addr()
+        .to_string();
+    let created =
+        common::create_topic(&bootstrap, "small", 1, 1, &[("max.message.bytes", "2000")]).await?;
+    common::sync_brokers(std::slice::from_ref(&bootstrap), created.metadata_offset).await?;
+    let producer = Producer::new(
+        &Properties::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("linger.ms", "0"),
+    )
+    .await?;
+    let first = producer.producer_id().context("idempotent by default")?;
+    producer
+        .send(ProducerRecord::new("small", "before").partition(0))
+        .await?
+        .await?;
+    let too_large = producer
+        .send(ProducerRecord::new("small", "x".repeat(5000)).partition(0))
+        .await?
+        .await;
+    ensure!(
+        too_large.as_ref().err().and_then(|e| e.code())
+            == Some(tributary_client::ErrorCode::MessageTooLarge),
+        "{too_large:?}"
+    );
+    let mut offsets = Vec::new();
+    for i in 0..5 {
+        let meta = producer
+            .send(ProducerRecord::new("small", format!("after-{i}")).partition(0))
+            .await?
+            .await
+            .with_context(|| format!("record {i} after the failed batch"))?;
+        offsets.push(meta.offset);
+    }
+    ensure!(offsets == vec![1, 2, 3, 4, 5], "{offsets:?}");
+    ensure!(
+        producer.producer_id() == Some(first),
+        "the producer's own id stays"
+    );
+
+    let mut consumer = Consumer::new(
+        &Properties::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("auto.offset.reset", "earliest"),
+    )
+    .await?;
+    consumer.assign(vec![TopicPartition::new("small", 0)]);
+    let mut values = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while values.len() < 6 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "read only {values:?} of 6 records"
+        );
+        for r in consumer.poll(Duration::from_millis(200)).await? {
+            values.push(String::from_utf8(r.value.unwrap_or_default().to_vec())?);
+        }
+    }
+    ensure!(
+        values
+            == [
+                "before", "after-0", "after-1", "after-2", "after-3", "after-4"
+            ],
+        "{values:?}"
+    );
+    Ok(())
+}

@@ -72,6 +72,18 @@ impl ClientError {
                     message: status.message().to_owned(),
                 }
             }
+            // The connection broke under the request (the peer died or reset it): as
+            // unreachable as a refused connection, and as safe to retry.
+            tonic::Code::Internal
+                if status.message().starts_with("h2 protocol error")
+                    || status.message().contains("connection reset")
+                    || status.message().contains("broken pipe") =>
+            {
+                Self::Unreachable {
+                    address: address.to_owned(),
+                    message: status.message().to_owned(),
+                }
+            }
             tonic::Code::DeadlineExceeded => Self::Timeout(format!(
                 "{address} did not answer in time: {}",
                 status.message()

@@ -119,6 +119,25 @@ struct Queue {
     in_flight: bool,
     next_sequence: i32,
     retry_at: Option<Instant>,
+    /// The producer id and epoch this partition's batches carry, when it differs from the
+    /// producer's: after a batch failed for good the partition starts over (see [`Reset`]).
+    producer: Option<(i64, i16)>,
+    reset: Reset,
+}
+
+/// Where an idempotent partition stands after one of its batches failed for good (timed out,
+/// or refused with a non-retriable error). The broker expects the failed batch's sequence next,
+/// so every later batch would be refused as OUT_OF_ORDER_SEQUENCE_NUMBER: instead the partition
+/// takes a fresh producer id and re-stamps its unsent batches from sequence 0 (the effect of
+/// Kafka's epoch bump, KIP-360, for this partition alone). Nothing is sent meanwhile.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Reset {
+    #[default]
+    None,
+    /// A batch failed; a new producer id is needed before the next send.
+    Needed,
+    /// The new producer id is being fetched.
+    Fetching,
 }
 
 #[derive(Default)]
@@ -142,6 +161,13 @@ struct Inner {
     closed: AtomicBool,
     /// Concurrent requests per broker address.
     in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Inner {
+    /// The producer's id and epoch when it is idempotent.
+    fn idempotence(&self) -> Option<(i64, i16)> {
+        (self.producer.0 >= 0).then_some(self.producer)
+    }
 }
 
 /// A producer. Cheap to share behind an `Arc`; `close` (or drop) stops its sender task.
@@ -184,24 +210,7 @@ impl Producer {
         let config = ProducerConfig::from_properties(props)?;
         let cluster = Arc::new(Cluster::new(config.client.clone()));
         let producer = if config.enable_idempotence {
-            let response = cluster
-                .any(|address| {
-                    let cluster = cluster.clone();
-                    async move {
-                        let mut client = cluster
-                            .broker(&address)
-                            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-                        Ok(client
-                            .init_producer_id(pb::InitProducerIdRequest::default())
-                            .await?
-                            .into_inner())
-                    }
-                })
-                .await?;
-            if let Some(err) = ClientError::from_wire(&response.error) {
-                return Err(err);
-            }
-            (response.producer_id, response.producer_epoch as i16)
+            init_producer_id(&cluster).await?
         } else {
             (-1, -1)
         };
@@ -320,7 +329,7 @@ impl Producer {
             });
             let mut closed_batch = false;
             if full {
-                close_open(queue, inner.producer.0 >= 0);
+                close_open(queue, inner.idempotence());
                 closed_batch = true;
             }
             let now = Instant::now();
@@ -358,7 +367,7 @@ impl Producer {
                 _permit: permit,
             });
             if batch.builder.size_bytes() >= config.batch_size {
-                close_open(queue, inner.producer.0 >= 0);
+                close_open(queue, inner.idempotence());
                 closed_batch = true;
             }
             if closed_batch && explicit.is_none() {
@@ -397,20 +406,101 @@ impl Producer {
     }
 }
 
+/// A new producer id and epoch from any broker (Kafka's InitProducerId).
+async fn init_producer_id(cluster: &Arc<Cluster>) -> Result<(i64, i16)> {
+    let response = cluster
+        .any(|address| {
+            let cluster = cluster.clone();
+            async move {
+                let mut client = cluster
+                    .broker(&address)
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                Ok(client
+                    .init_producer_id(pb::InitProducerIdRequest::default())
+                    .await?
+                    .into_inner())
+            }
+        })
+        .await?;
+    if let Some(err) = ClientError::from_wire(&response.error) {
+        return Err(err);
+    }
+    Ok((response.producer_id, response.producer_epoch as i16))
+}
+
+/// `base + count`, wrapping at `i32::MAX` as Kafka's sequences do.
+fn next_sequence(base: i32, count: i32) -> i32 {
+    ((i64::from(base) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Marks an idempotent partition whose batch just failed for good as needing a fresh producer
+/// id before its next send ([`Reset`]).
+fn sequence_broken(inner: &Inner, queue: &mut Queue) {
+    if inner.idempotence().is_some() {
+        queue.reset = Reset::Needed;
+    }
+}
+
+/// Gives `tp` a fresh producer id and re-stamps its unsent batches from sequence 0.
+async fn restart_sequence(inner: Arc<Inner>, tp: TopicPartition) {
+    let fresh = match init_producer_id(&inner.cluster).await {
+        Ok(fresh) => fresh,
+        Err(err) => {
+            tracing::warn!(partition = %tp, error = %err, "no new producer id yet; retrying");
+            tokio::time::sleep(inner.config.client.retry_backoff).await;
+            if let Some(queue) = lock(&inner.state).queues.get_mut(&tp) {
+                queue.reset = Reset::Needed;
+            }
+            inner.wake.notify_one();
+            return;
+        }
+    };
+    {
+        let mut state = lock(&inner.state);
+        let Some(queue) = state.queues.get_mut(&tp) else {
+            return;
+        };
+        let mut sequence = 0;
+        for batch in &mut queue.ready {
+            let mut patched = batch.bytes.to_vec();
+            tributary_record::set_producer(&mut patched, fresh.0, fresh.1, sequence);
+            batch.bytes = Bytes::from(patched);
+            sequence = next_sequence(sequence, batch.waiters.len() as i32);
+        }
+        queue.next_sequence = sequence;
+        queue.producer = Some(fresh);
+        queue.reset = Reset::None;
+        tracing::info!(partition = %tp, producer_id = fresh.0, "a batch failed for good: the partition's sequence starts over under a new producer id");
+    }
+    inner.wake.notify_one();
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn random_partition(count: i32) -> i32 {
     (uuid::Uuid::new_v4().as_u128() % count.max(1) as u128) as i32
 }
 
-fn close_open(queue: &mut Queue, idempotent: bool) {
+/// Seals the open batch. `producer`: the producer's id and epoch when idempotent.
+fn close_open(queue: &mut Queue, producer: Option<(i64, i16)>) {
     if let Some(batch) = queue.open.take() {
         let count = batch.waiters.len() as i32;
-        if idempotent {
-            // Sequences wrap at i32::MAX, as Kafka's do.
-            queue.next_sequence = ((i64::from(batch.base_sequence) + i64::from(count))
-                % (i64::from(i32::MAX) + 1)) as i32;
+        let mut bytes = batch.builder.build();
+        if let Some(producer) = producer {
+            let base = queue.next_sequence;
+            if queue.producer.is_some() || batch.base_sequence != base {
+                // The partition started over while the batch was open.
+                let (id, epoch) = queue.producer.unwrap_or(producer);
+                let mut patched = bytes.to_vec();
+                tributary_record::set_producer(&mut patched, id, epoch, base);
+                bytes = Bytes::from(patched);
+            }
+            queue.next_sequence = next_sequence(base, count);
         }
         queue.ready.push_back(ReadyBatch {
-            bytes: batch.builder.build(),
+            bytes,
             deadline: batch.deadline,
             attempts: 0,
             waiters: batch.waiters,
@@ -433,7 +523,7 @@ async fn run_sender(inner: Arc<Inner>) {
         {
             let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let flushing = state.flushing;
-            let idempotent = inner.producer.0 >= 0;
+            let idempotent = inner.idempotence();
             for (tp, queue) in state.queues.iter_mut() {
                 if let Some(open) = &queue.open {
                     let due = open.created + inner.config.linger;
@@ -455,9 +545,19 @@ async fn run_sender(inner: Arc<Inner>) {
                             inner.config.delivery_timeout.as_millis()
                         )),
                     );
+                    sequence_broken(&inner, queue);
                 }
                 if queue.in_flight || queue.ready.is_empty() {
                     continue;
+                }
+                match queue.reset {
+                    Reset::None => {}
+                    Reset::Fetching => continue,
+                    Reset::Needed => {
+                        queue.reset = Reset::Fetching;
+                        tokio::spawn(restart_sequence(inner.clone(), tp.clone()));
+                        continue;
+                    }
                 }
                 if let Some(at) = queue.retry_at {
                     if at > now {
@@ -597,6 +697,7 @@ async fn send_request(inner: &Arc<Inner>, address: &str, batches: Vec<InFlight>)
                     } else {
                         let batch = queue.ready.pop_front().expect("the batch in flight");
                         complete_err(inner, batch, err);
+                        sequence_broken(inner, queue);
                     }
                 }
             }

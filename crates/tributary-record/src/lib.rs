@@ -458,6 +458,17 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
         .copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Sets the idempotent-producer fields (producer id, epoch, base sequence) of the batch at the
+/// start of `batch` and recomputes the CRC: a producer that starts a partition's sequence over
+/// re-stamps the batches it has not sent yet.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Marks the whole batch `batch` as stamped with the leader's clock: sets the timestamp type to
 /// log-append time and the max timestamp to `timestamp_ms`, then recomputes the CRC, as Kafka
 /// does for topics with `message.timestamp.type=LogAppendTime`.

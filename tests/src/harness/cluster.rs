@@ -115,6 +115,7 @@ pub struct ClusterBuilder {
     programs: HashMap<NodeKind, PathBuf>,
     args: HashMap<NodeKind, Vec<OsString>>,
     configs: HashMap<NodeKind, String>,
+    node_configs: HashMap<(NodeKind, u64), String>,
     env: Vec<(OsString, OsString)>,
     start_timeout: Duration,
     metrics: bool,
@@ -129,6 +130,7 @@ impl Default for ClusterBuilder {
             programs: HashMap::new(),
             args: HashMap::new(),
             configs: HashMap::new(),
+            node_configs: HashMap::new(),
             env: Vec::new(),
             start_timeout: Duration::from_secs(60),
             metrics: false,
@@ -182,6 +184,13 @@ impl ClusterBuilder {
     /// it).
     pub fn config(mut self, kind: NodeKind, toml: impl Into<String>) -> Self {
         self.configs.insert(kind, toml.into());
+        self
+    }
+
+    /// Adds TOML lines for node `id` of `kind` only, after the kind's [`ClusterBuilder::config`]
+    /// (keys must not repeat between the two).
+    pub fn node_config(mut self, kind: NodeKind, id: u64, toml: impl Into<String>) -> Self {
+        self.node_configs.insert((kind, id), toml.into());
         self
     }
 
@@ -317,7 +326,17 @@ impl Cluster {
                     *listen,
                 );
                 spec.coordinators.clone_from(&coordinators);
-                spec.config = builder.configs.get(&kind).cloned();
+                spec.config = match (
+                    builder.configs.get(&kind),
+                    builder.node_configs.get(&(kind, *id)),
+                ) {
+                    (None, None) => None,
+                    (common, own) => Some(format!(
+                        "{}\n{}",
+                        common.map_or("", String::as_str),
+                        own.map_or("", String::as_str)
+                    )),
+                };
                 spec.extra_args = builder.args.get(&kind).cloned().unwrap_or_default();
                 spec.metrics_listen = metrics_ports
                     .pop()
