@@ -18,9 +18,14 @@
 //! The nemesis, from a seeded schedule (the same seed replays the same faults, though not the
 //! same timing of the workload): kill -9 a random broker, kill -9 a partition leader, SIGSTOP a
 //! broker for longer than `replica.lag.time.max.ms` and the broker session timeout, kill -9 the
-//! Raft leader coordinator, a rolling restart (SIGTERM) of every broker, and a torn write (a
-//! stopped broker's newest segment loses its tail or gains garbage). Each fault heals (restart,
-//! SIGCONT) before the next.
+//! Raft leader coordinator, kill -9 the group's coordinator, a rolling restart (SIGTERM) of every
+//! broker, a torn write (a stopped broker's newest segment loses its tail or gains garbage), the
+//! last replica standing (followers die, the ISR shrinks to the leader, the leader dies, the
+//! followers return: the partition must wait), and network faults on the broker-to-broker links
+//! (through proxies): a partition leader cut off from its followers but not from the
+//! coordinators, a one-way stall, a split, a bridge. Each fault heals before the next.
+//!
+//! Meanwhile the metadata workload creates and deletes topics while controllers fail over.
 //!
 //! The checker, after the faults stop and the cluster heals:
 //! - lost: an acknowledged value that is not at its acknowledged offset in the final log;
@@ -30,7 +35,11 @@
 //! - skipped: a poll by the assignment consumer that jumped over an offset;
 //! - group gaps: an acknowledged value the group never delivered;
 //! - diverged: replicas whose batches below the high watermark are not byte-identical;
-//! - heal: every partition has a leader and a full ISR within 60 s of the last fault.
+//! - heal: every partition has a leader and a full ISR within 60 s of the last fault;
+//! - metadata: a topic whose creation (deletion) was acknowledged is missing (still there);
+//! - shared ownership: two members of one group generation owning the same partition;
+//! - fault violations: what a fault itself watches, e.g. a leader elected while the last
+//!   in-sync replica is down and unclean election is off.
 //!
 //! Output: `summary.json` and `history.jsonl` in `--out` (default `target/chaos/<seed>`), the
 //! summary printed; exit 1 with the seed on any violation.
@@ -70,10 +79,12 @@ enum Fault {
     OneWay,
     Split,
     Bridge,
+    GroupCoordinator,
+    LastReplica,
 }
 
 impl Fault {
-    const ALL: [Fault; 10] = [
+    const ALL: [Fault; 12] = [
         Fault::KillBroker,
         Fault::KillLeader,
         Fault::Pause,
@@ -84,6 +95,8 @@ impl Fault {
         Fault::OneWay,
         Fault::Split,
         Fault::Bridge,
+        Fault::GroupCoordinator,
+        Fault::LastReplica,
     ];
 
     fn name(self) -> &'static str {
@@ -98,6 +111,8 @@ impl Fault {
             Fault::OneWay => "one-way",
             Fault::Split => "split",
             Fault::Bridge => "bridge",
+            Fault::GroupCoordinator => "group-coordinator",
+            Fault::LastReplica => "last-replica",
         }
     }
 }
@@ -228,6 +243,18 @@ struct Observed {
     skipped: Vec<String>,
     /// Values the group delivered.
     group_values: BTreeSet<String>,
+    /// generation -> member -> every partition it owned in that generation.
+    owners: BTreeMap<i32, BTreeMap<String, BTreeSet<i32>>>,
+    /// Topics whose creation was acknowledged, and not deleted since (acknowledged).
+    topics_created: BTreeSet<String>,
+    /// Topics whose deletion was acknowledged (and not created again since).
+    topics_deleted: BTreeSet<String>,
+    /// Topic operations that failed (their outcome is unknown; such topics are not checked).
+    topics_unknown: BTreeSet<String>,
+    /// Metadata operations acknowledged.
+    metadata_ops: u64,
+    /// Violations a fault itself observed (e.g. an unclean leader while unclean election is off).
+    fault_violations: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Observed>>;
@@ -414,9 +441,84 @@ async fn consume_in_group(
             record_seen(&observed, &history, &who, r.partition, r.offset, &value);
             lock(&observed).group_values.insert(value);
         }
+        if let Some((member, generation)) = consumer.group_member()
+            && generation >= 0
+        {
+            let owned: BTreeSet<i32> = consumer
+                .assignment()
+                .iter()
+                .map(|tp| tp.partition)
+                .collect();
+            lock(&observed)
+                .owners
+                .entry(generation)
+                .or_default()
+                .entry(member)
+                .or_default()
+                .extend(owned);
+        }
     }
     let _ = consumer.close().await;
     Ok(())
+}
+
+/// The metadata workload: creates and deletes topics `meta-<n>` while the nemesis runs, and
+/// records which operations were acknowledged.
+async fn churn_topics(
+    admin: Admin,
+    stop: Arc<AtomicBool>,
+    observed: Shared,
+    history: Arc<History>,
+) {
+    let mut n = 0u64;
+    let mut live: Vec<String> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        // Create two, delete one: the set grows slowly and both operations keep happening.
+        let (op, name) = if n % 3 == 2 && !live.is_empty() {
+            ("delete", live.remove(0))
+        } else {
+            ("create", format!("meta-{n}"))
+        };
+        n += 1;
+        let result = match op {
+            "create" => {
+                admin
+                    .create_topic(tributary_client::admin::NewTopic {
+                        name: name.clone(),
+                        partitions: 1,
+                        replication_factor: 3,
+                        configs: BTreeMap::new(),
+                    })
+                    .await
+            }
+            _ => admin.delete_topic(&name).await,
+        };
+        {
+            let mut o = lock(&observed);
+            match result {
+                Ok(()) => {
+                    o.metadata_ops += 1;
+                    history.log(serde_json::json!({"op": op, "topic": name}));
+                    if op == "create" {
+                        o.topics_deleted.remove(&name);
+                        o.topics_created.insert(name.clone());
+                        live.push(name);
+                    } else {
+                        o.topics_created.remove(&name);
+                        o.topics_deleted.insert(name);
+                    }
+                }
+                Err(e) => {
+                    history
+                        .log(serde_json::json!({"op": op, "topic": name, "error": e.to_string()}));
+                    o.topics_created.remove(&name);
+                    o.topics_deleted.remove(&name);
+                    o.topics_unknown.insert(name);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 // ---- Network: a fault-injecting proxy on every broker-to-broker link ---------------------------
@@ -642,6 +744,7 @@ async fn inject(
     net: &Network,
     admin: &Admin,
     rng: &mut Rng,
+    observed: &Shared,
 ) -> Result<String> {
     let brokers: Vec<u64> = (1..=3).collect();
     let hold = rng.millis(2000, 6000);
@@ -702,6 +805,18 @@ async fn inject(
                 ends[0], ends[1]
             )
         }
+        Fault::GroupCoordinator => {
+            let group = admin.describe_group("chaos-group").await?;
+            let id = u64::try_from(group.coordinator.0)?;
+            if !(1..=3).contains(&id) {
+                return Ok("the group has no coordinator to kill".into());
+            }
+            blocking(|| lock(cluster).broker(id).kill_9())?;
+            tokio::time::sleep(hold).await;
+            blocking(|| lock(cluster).broker(id).restart())?;
+            format!("kill -9 broker {id} (coordinator of chaos-group) for {hold:?}")
+        }
+        Fault::LastReplica => last_replica(cluster, admin, rng, observed).await?,
         Fault::KillBroker => {
             let id = brokers[rng.below(3) as usize];
             blocking(|| lock(cluster).broker(id).kill_9())?;
@@ -768,6 +883,73 @@ async fn inject(
     Ok(what)
 }
 
+/// The last replica standing: a partition's followers die, its ISR shrinks to the leader, then
+/// the leader dies uncleanly and the followers come back. Unclean election is off, so the
+/// partition must stay without a leader (producers held) until the old leader returns, and then
+/// nothing acknowledged is missing (the checker's job).
+async fn last_replica(
+    cluster: &Arc<Mutex<Cluster>>,
+    admin: &Admin,
+    rng: &mut Rng,
+    observed: &Shared,
+) -> Result<String> {
+    let p = rng.below(PARTITIONS as u64) as usize;
+    let info = admin.describe_topics(&[TOPIC.to_owned()]).await?;
+    let Some(leader) = info[0].partitions[p].leader else {
+        return Ok(format!("{TOPIC}-{p} has no leader"));
+    };
+    let leader = u64::try_from(leader)?;
+    let followers: Vec<u64> = (1..=3u64).filter(|b| *b != leader).collect();
+    for f in &followers {
+        blocking(|| lock(cluster).broker(*f).kill_9())?;
+    }
+    // The ISR shrinks to the leader alone (after replica.lag.time.max.ms).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = admin.describe_topics(&[TOPIC.to_owned()]).await;
+        if let Ok(info) = info
+            && info[0].partitions[p].isr == [i32::try_from(leader)?]
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            lock(observed).fault_violations.push(format!(
+                "{TOPIC}-{p}: the ISR did not shrink to the leader {leader} within 30 s of its followers dying"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    blocking(|| lock(cluster).broker(leader).kill_9())?;
+    for f in &followers {
+        blocking(|| lock(cluster).broker(*f).restart())?;
+    }
+    blocking(|| -> Result<()> {
+        let mut c = lock(cluster);
+        for f in &followers {
+            c.broker(*f).wait_serving(Duration::from_secs(60))?;
+        }
+        Ok(())
+    })?;
+    // The followers are back, the last in-sync replica is not: no leader may appear.
+    let watch = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < watch {
+        if let Ok(info) = admin.describe_topics(&[TOPIC.to_owned()]).await
+            && let Some(l) = info[0].partitions[p].leader
+        {
+            lock(observed).fault_violations.push(format!(
+                "{TOPIC}-{p}: broker {l} became leader while the last in-sync replica {leader} was down (unclean election is off)"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    blocking(|| lock(cluster).broker(leader).restart())?;
+    Ok(format!(
+        "last replica standing on {TOPIC}-{p}: followers {followers:?} killed, ISR down to {leader}, {leader} killed, followers back (the partition waited), {leader} back"
+    ))
+}
+
 // ---- Checks after the run ---------------------------------------------------------------------
 
 /// Waits until every partition of `topics` has a leader and a full ISR, at most
@@ -790,6 +972,35 @@ async fn wait_healed(admin: &Admin, topics: &[String], start: Instant) -> Result
             bail!("the cluster did not heal within {HEAL_BOUND:?}: {state:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The metadata workload's check: every topic whose creation was acknowledged exists, every one
+/// whose deletion was acknowledged does not (given 15 s for the brokers' metadata to catch up).
+async fn check_topics(admin: &Admin, observed: &Shared) -> Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let topics: BTreeSet<String> = admin.list_topics().await?.into_iter().collect();
+        let errors = {
+            let o = lock(observed);
+            let mut errors: Vec<String> = o
+                .topics_created
+                .iter()
+                .filter(|t| !topics.contains(*t))
+                .map(|t| format!("{t}: creation acknowledged, topic missing"))
+                .collect();
+            errors.extend(
+                o.topics_deleted
+                    .iter()
+                    .filter(|t| topics.contains(*t))
+                    .map(|t| format!("{t}: deletion acknowledged, topic still there")),
+            );
+            errors
+        };
+        if errors.is_empty() || Instant::now() > deadline {
+            return Ok(errors);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -967,6 +1178,14 @@ async fn run() -> Result<bool> {
         )));
     }
 
+    let stop_metadata = Arc::new(AtomicBool::new(false));
+    let metadata_task = tokio::spawn(churn_topics(
+        Admin::new(&Properties::new().set("bootstrap.servers", &bootstrap))?,
+        stop_metadata.clone(),
+        observed.clone(),
+        history.clone(),
+    ));
+
     // The nemesis.
     let mut rng = Rng(args.seed);
     let mut faults: Vec<String> = Vec::new();
@@ -978,7 +1197,7 @@ async fn run() -> Result<bool> {
         }
         let fault = args.faults[rng.below(args.faults.len() as u64) as usize];
         history.log(serde_json::json!({"op": "fault-start", "fault": fault.name()}));
-        let what = inject(fault, &cluster, &net, &admin, &mut rng)
+        let what = inject(fault, &cluster, &net, &admin, &mut rng, &observed)
             .await
             .with_context(|| format!("injecting {}", fault.name()))?;
         println!("chaos: {what}");
@@ -1010,10 +1229,13 @@ async fn run() -> Result<bool> {
     .context("after the faults stopped")?;
     let time_to_heal = heal_start.elapsed();
     stop_producers.store(true, Ordering::Relaxed);
+    stop_metadata.store(true, Ordering::Relaxed);
     for p in producers {
         p.await??;
     }
+    metadata_task.await?;
     let (log, ends) = read_all(&bootstrap).await?;
+    let topic_errors = check_topics(&admin, &observed).await?;
 
     // Give the group time to deliver everything acknowledged.
     let acked: HashMap<String, (i32, i64)> = lock(&observed).acked.clone();
@@ -1090,6 +1312,20 @@ async fn run() -> Result<bool> {
             ));
         }
     }
+    // Never two members of one generation owning the same partition.
+    let mut shared_ownership = Vec::new();
+    for (generation, members) in &o.owners {
+        let mut owner: BTreeMap<i32, &str> = BTreeMap::new();
+        for (member, partitions) in members {
+            for p in partitions {
+                if let Some(other) = owner.insert(*p, member) {
+                    shared_ownership.push(format!(
+                        "generation {generation}: {TOPIC}-{p} owned by {other} and {member}"
+                    ));
+                }
+            }
+        }
+    }
     let group_gaps: Vec<&String> = acked
         .keys()
         .filter(|v| !o.group_values.contains(*v))
@@ -1110,6 +1346,11 @@ async fn run() -> Result<bool> {
         "skipped_offsets": o.skipped.len(),
         "group_undelivered": group_gaps.len(),
         "replicas_diverged": diverged.len(),
+        "metadata_ops_acknowledged": o.metadata_ops,
+        "metadata_inconsistent": topic_errors.len(),
+        "group_generations": o.owners.len(),
+        "shared_ownership": shared_ownership.len(),
+        "fault_violations": o.fault_violations.len(),
         "time_to_heal_ms": time_to_heal.as_millis() as u64,
         "examples": {
             "lost": lost.iter().take(5).collect::<Vec<_>>(),
@@ -1119,6 +1360,9 @@ async fn run() -> Result<bool> {
             "skipped": o.skipped.iter().take(5).collect::<Vec<_>>(),
             "group_undelivered": group_gaps.iter().take(5).collect::<Vec<_>>(),
             "diverged": diverged.iter().take(5).collect::<Vec<_>>(),
+            "metadata": topic_errors.iter().take(5).collect::<Vec<_>>(),
+            "shared_ownership": shared_ownership.iter().take(5).collect::<Vec<_>>(),
+            "fault_violations": o.fault_violations.iter().take(5).collect::<Vec<_>>(),
         },
     });
     history.flush();
@@ -1132,6 +1376,9 @@ async fn run() -> Result<bool> {
         && o.skipped.is_empty()
         && group_gaps.is_empty()
         && diverged.is_empty()
+        && topic_errors.is_empty()
+        && shared_ownership.is_empty()
+        && o.fault_violations.is_empty()
         && !acked.is_empty();
     if ok {
         println!("chaos: PASS (seed {})", args.seed);
