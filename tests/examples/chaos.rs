@@ -936,6 +936,9 @@ async fn last_replica(
     while Instant::now() < watch {
         if let Ok(info) = admin.describe_topics(&[TOPIC.to_owned()]).await
             && let Some(l) = info[0].partitions[p].leader
+            // Until its session times out the dead leader is still named; anyone else is not
+            // allowed.
+            && l != i32::try_from(leader)?
         {
             lock(observed).fault_violations.push(format!(
                 "{TOPIC}-{p}: broker {l} became leader while the last in-sync replica {leader} was down (unclean election is off)"
