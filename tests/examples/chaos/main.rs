@@ -52,8 +52,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+mod backend;
+mod proxy;
+
+use backend::{Backend, Node};
 use tributary_client::{Admin, Consumer, Producer, ProducerRecord, Properties, TopicPartition};
-use tributary_tests::harness::{Cluster, NodeKind};
 
 const TOPIC: &str = "chaos";
 const PARTITIONS: i32 = 3;
@@ -122,6 +126,7 @@ struct Args {
     duration: Duration,
     out: PathBuf,
     faults: Vec<Fault>,
+    docker: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -130,6 +135,7 @@ fn parse_args() -> Result<Args> {
     let mut duration = Duration::from_secs(180);
     let mut out = None;
     let mut faults = Fault::ALL.to_vec();
+    let mut docker = false;
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -143,6 +149,7 @@ fn parse_args() -> Result<Args> {
                 )
             }
             "--out" => out = Some(PathBuf::from(value()?)),
+            "--docker" => docker = true,
             "--faults" => {
                 let text = value()?;
                 faults = text
@@ -160,7 +167,7 @@ fn parse_args() -> Result<Args> {
             }
             other => bail!(
                 "unknown argument `{other}`; usage: chaos [--seed N] [--duration SECS] \
-                 [--out DIR] [--faults a,b]"
+                 [--out DIR] [--faults a,b] [--docker]"
             ),
         }
     }
@@ -170,11 +177,16 @@ fn parse_args() -> Result<Args> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let out = out.unwrap_or_else(|| PathBuf::from(format!("target/chaos/{seed}")));
+    if docker {
+        // The data of a container is not a local directory.
+        faults.retain(|f| *f != Fault::TornWrite);
+    }
     Ok(Args {
         seed,
         duration,
         out,
         faults,
+        docker,
     })
 }
 
@@ -521,144 +533,6 @@ async fn churn_topics(
     }
 }
 
-// ---- Network: a fault-injecting proxy on every broker-to-broker link ---------------------------
-
-/// What a link between two brokers does to the bytes of its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LinkState {
-    /// Everything passes.
-    Up,
-    /// Connections are dropped and new ones refused: a partition.
-    Cut,
-    /// Requests pass but the answers stall (nothing is read from the leader's side, as when
-    /// one direction's packets are lost and TCP retransmits in vain): a one-way partition.
-    OneWay,
-}
-
-/// The links `follower -> leader` (follower `j` fetches from leader `i` through a proxy of its
-/// own), each with its state.
-struct Network {
-    links: BTreeMap<(u64, u64), tokio::sync::watch::Sender<LinkState>>,
-}
-
-impl Network {
-    /// Sets the link `from -> to`.
-    fn set(&self, from: u64, to: u64, state: LinkState) {
-        if let Some(link) = self.links.get(&(from, to)) {
-            link.send_replace(state);
-        }
-    }
-
-    /// Every link back up.
-    fn heal(&self) {
-        for link in self.links.values() {
-            link.send_replace(LinkState::Up);
-        }
-    }
-}
-
-/// Accepts on `listener` and relays each connection to `target`, obeying `state`.
-async fn proxy(
-    listener: tokio::net::TcpListener,
-    target: std::net::SocketAddr,
-    state: tokio::sync::watch::Receiver<LinkState>,
-) {
-    loop {
-        let Ok((inbound, _)) = listener.accept().await else {
-            continue;
-        };
-        if *state.borrow() == LinkState::Cut {
-            drop(inbound);
-            continue;
-        }
-        let mut state = state.clone();
-        tokio::spawn(async move {
-            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
-                return;
-            };
-            let _ = inbound.set_nodelay(true);
-            let _ = outbound.set_nodelay(true);
-            let (from_client, to_client) = inbound.into_split();
-            let (from_server, to_server) = outbound.into_split();
-            let requests = relay(from_client, to_server, state.clone(), false);
-            let answers = relay(from_server, to_client, state.clone(), true);
-            tokio::select! {
-                _ = requests => {}
-                _ = answers => {}
-                _ = state.wait_for(|s| *s == LinkState::Cut) => {}
-            }
-        });
-    }
-}
-
-/// Copies `from` to `to`; the answers direction stalls while the link is one-way.
-async fn relay(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut state: tokio::sync::watch::Receiver<LinkState>,
-    answers: bool,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if answers && state.wait_for(|s| *s != LinkState::OneWay).await.is_err() {
-            return;
-        }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if answers && *state.borrow() == LinkState::OneWay {
-            // Read before the stall began: hold it until the link comes back.
-            if state.wait_for(|s| *s != LinkState::OneWay).await.is_err() {
-                return;
-            }
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Picks the ports of the broker-to-broker links, starts their proxies, and returns the network
-/// and each broker's extra config: listeners `R1`, `R2`, `R3` (follower `j` fetches over `Rj`,
-/// advertised at the proxy of link `j -> i`) and `inter_broker_listener_name = "R<i>"`.
-async fn network(brokers: u64) -> Result<(Network, BTreeMap<u64, String>)> {
-    let n = brokers as usize;
-    let ports = tributary_tests::harness::free_ports(2 * n * n)?;
-    let mut ports = ports.into_iter();
-    let mut links = BTreeMap::new();
-    let mut configs = BTreeMap::new();
-    for leader in 1..=brokers {
-        let mut listeners = Vec::new();
-        let mut advertised = Vec::new();
-        for follower in 1..=brokers {
-            let bind = std::net::SocketAddr::from(([127, 0, 0, 1], ports.next().context("port")?));
-            listeners.push(format!("R{follower}://{bind}"));
-            if follower == leader {
-                continue;
-            }
-            let via = std::net::SocketAddr::from(([127, 0, 0, 1], ports.next().context("port")?));
-            let listener = tokio::net::TcpListener::bind(via).await.with_context(|| {
-                format!("binding the proxy of link {follower} -> {leader} on {via}")
-            })?;
-            let (tx, rx) = tokio::sync::watch::channel(LinkState::Up);
-            tokio::spawn(proxy(listener, bind, rx));
-            links.insert((follower, leader), tx);
-            advertised.push(format!("R{follower}://{via}"));
-        }
-        configs.insert(
-            leader,
-            format!(
-                "listeners = \"{}\"\nadvertised_listeners = \"{}\"\ninter_broker_listener_name = \"R{leader}\"\n",
-                listeners.join(","),
-                advertised.join(",")
-            ),
-        );
-    }
-    Ok((Network { links }, configs))
-}
-
 // ---- Nemesis ----------------------------------------------------------------------------------
 
 /// Runs blocking harness calls (which wait with the OS thread) off the async workers.
@@ -674,19 +548,19 @@ async fn partition_leaders(admin: &Admin) -> Result<Vec<Option<i32>>> {
 
 /// Damages the newest segment of one of `chaos`'s partitions on a stopped broker: cuts a few
 /// bytes off its end (a torn write) or appends garbage. Returns what it did.
-fn tear(broker_dir: &Path, rng: &mut Rng) -> Result<String> {
-    let partition = rng.below(PARTITIONS as u64);
+fn tear(broker_dir: &Path, topic: &str, partitions: i32, rng: &mut Rng) -> Result<String> {
+    let partition = rng.below(partitions as u64);
     let dir = std::fs::read_dir(broker_dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| {
             p.is_dir()
                 && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy() == format!("{TOPIC}-{partition}"))
+                    .is_some_and(|n| n.to_string_lossy() == format!("{topic}-{partition}"))
         })
         .or_else(|| {
             // Data may sit one level down (`data/`).
-            walk_find(broker_dir, &format!("{TOPIC}-{partition}"))
+            walk_find(broker_dir, &format!("{topic}-{partition}"))
         })
         .with_context(|| {
             format!(
@@ -740,8 +614,7 @@ fn walk_find(dir: &Path, name: &str) -> Option<PathBuf> {
 /// Injects one fault and heals it; returns a description.
 async fn inject(
     fault: Fault,
-    cluster: &Arc<Mutex<Cluster>>,
-    net: &Network,
+    backend: &Backend,
     admin: &Admin,
     rng: &mut Rng,
     observed: &Shared,
@@ -758,11 +631,10 @@ async fn inject(
                 return Ok(format!("{TOPIC}-{p} has no leader to isolate"));
             };
             let leader = u64::try_from(leader)?;
-            for follower in brokers.iter().filter(|b| **b != leader) {
-                net.set(*follower, leader, LinkState::Cut);
-            }
+            let followers: Vec<u64> = brokers.iter().copied().filter(|b| *b != leader).collect();
+            backend.isolate(&[leader], &followers)?;
             tokio::time::sleep(cut).await;
-            net.heal();
+            backend.heal_network()?;
             format!(
                 "cut broker {leader} (leader of {TOPIC}-{p}) off from its followers, not from the coordinators, for {cut:?}"
             )
@@ -776,30 +648,27 @@ async fn inject(
             let leader = u64::try_from(leader)?;
             let others: Vec<u64> = brokers.iter().copied().filter(|b| *b != leader).collect();
             let follower = others[rng.below(others.len() as u64) as usize];
-            net.set(follower, leader, LinkState::OneWay);
+            backend.stall_answers(leader, follower)?;
             tokio::time::sleep(cut).await;
-            net.heal();
+            backend.heal_network()?;
             format!(
                 "answers from broker {leader} (leader of {TOPIC}-{p}) to follower {follower} stalled for {cut:?}"
             )
         }
         Fault::Split => {
             let alone = brokers[rng.below(3) as usize];
-            for other in brokers.iter().filter(|b| **b != alone) {
-                net.set(alone, *other, LinkState::Cut);
-                net.set(*other, alone, LinkState::Cut);
-            }
+            let rest: Vec<u64> = brokers.iter().copied().filter(|b| *b != alone).collect();
+            backend.isolate(&[alone], &rest)?;
             tokio::time::sleep(cut).await;
-            net.heal();
+            backend.heal_network()?;
             format!("brokers split into {{{alone}}} and the rest for {cut:?}")
         }
         Fault::Bridge => {
             let bridge = brokers[rng.below(3) as usize];
             let ends: Vec<u64> = brokers.iter().copied().filter(|b| *b != bridge).collect();
-            net.set(ends[0], ends[1], LinkState::Cut);
-            net.set(ends[1], ends[0], LinkState::Cut);
+            backend.isolate(&[ends[0]], &[ends[1]])?;
             tokio::time::sleep(cut).await;
-            net.heal();
+            backend.heal_network()?;
             format!(
                 "brokers {} and {} cut apart, both still reach broker {bridge}, for {cut:?}",
                 ends[0], ends[1]
@@ -811,17 +680,17 @@ async fn inject(
             if !(1..=3).contains(&id) {
                 return Ok("the group has no coordinator to kill".into());
             }
-            blocking(|| lock(cluster).broker(id).kill_9())?;
+            backend.kill(Node::Broker(id))?;
             tokio::time::sleep(hold).await;
-            blocking(|| lock(cluster).broker(id).restart())?;
+            backend.start(Node::Broker(id))?;
             format!("kill -9 broker {id} (coordinator of chaos-group) for {hold:?}")
         }
-        Fault::LastReplica => last_replica(cluster, admin, rng, observed).await?,
+        Fault::LastReplica => last_replica(backend, admin, rng, observed).await?,
         Fault::KillBroker => {
             let id = brokers[rng.below(3) as usize];
-            blocking(|| lock(cluster).broker(id).kill_9())?;
+            backend.kill(Node::Broker(id))?;
             tokio::time::sleep(hold).await;
-            blocking(|| lock(cluster).broker(id).restart())?;
+            backend.start(Node::Broker(id))?;
             format!("kill -9 broker {id} for {hold:?}")
         }
         Fault::KillLeader => {
@@ -831,17 +700,17 @@ async fn inject(
                 return Ok(format!("{TOPIC}-{p} has no leader to kill"));
             };
             let id = u64::try_from(id)?;
-            blocking(|| lock(cluster).broker(id).kill_9())?;
+            backend.kill(Node::Broker(id))?;
             tokio::time::sleep(hold).await;
-            blocking(|| lock(cluster).broker(id).restart())?;
+            backend.start(Node::Broker(id))?;
             format!("kill -9 broker {id} (leader of {TOPIC}-{p}) for {hold:?}")
         }
         Fault::Pause => {
             let id = brokers[rng.below(3) as usize];
             let pause = rng.millis(REPLICA_LAG_MS + 1000, REPLICA_LAG_MS + 5000);
-            blocking(|| lock(cluster).broker(id).pause())?;
+            backend.pause(id)?;
             tokio::time::sleep(pause).await;
-            blocking(|| lock(cluster).broker(id).resume())?;
+            backend.resume(id)?;
             format!("SIGSTOP broker {id} for {pause:?}")
         }
         Fault::KillRaftLeader => {
@@ -850,33 +719,20 @@ async fn inject(
                 return Ok("no Raft leader to kill".into());
             };
             let id = *id;
-            blocking(|| lock(cluster).coordinator(id).kill_9())?;
+            backend.kill(Node::Coordinator(id))?;
             tokio::time::sleep(hold).await;
-            blocking(|| lock(cluster).coordinator(id).restart())?;
+            backend.start(Node::Coordinator(id))?;
             format!("kill -9 coordinator {id} (Raft leader, controller) for {hold:?}")
         }
         Fault::RollingRestart => {
             for id in &brokers {
-                blocking(|| -> Result<()> {
-                    let mut c = lock(cluster);
-                    let node = c.broker(*id);
-                    node.stop(Duration::from_secs(30))?;
-                    node.restart()?;
-                    node.wait_serving(Duration::from_secs(60))
-                })?;
+                backend.restart_gracefully(*id)?;
             }
             "rolling restart of brokers 1, 2, 3".into()
         }
         Fault::TornWrite => {
             let id = brokers[rng.below(3) as usize];
-            let detail = blocking(|| -> Result<String> {
-                let mut c = lock(cluster);
-                let node = c.broker(id);
-                node.kill_9()?;
-                let detail = tear(&node.data_dir(), rng)?;
-                node.restart()?;
-                Ok(detail)
-            })?;
+            let detail = backend.tear(id, TOPIC, PARTITIONS, rng)?;
             format!("torn write on broker {id}: {detail}")
         }
     };
@@ -888,7 +744,7 @@ async fn inject(
 /// partition must stay without a leader (producers held) until the old leader returns, and then
 /// nothing acknowledged is missing (the checker's job).
 async fn last_replica(
-    cluster: &Arc<Mutex<Cluster>>,
+    backend: &Backend,
     admin: &Admin,
     rng: &mut Rng,
     observed: &Shared,
@@ -901,7 +757,7 @@ async fn last_replica(
     let leader = u64::try_from(leader)?;
     let followers: Vec<u64> = (1..=3u64).filter(|b| *b != leader).collect();
     for f in &followers {
-        blocking(|| lock(cluster).broker(*f).kill_9())?;
+        backend.kill(Node::Broker(*f))?;
     }
     // The ISR shrinks to the leader alone (after replica.lag.time.max.ms).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -920,17 +776,13 @@ async fn last_replica(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    blocking(|| lock(cluster).broker(leader).kill_9())?;
+    backend.kill(Node::Broker(leader))?;
     for f in &followers {
-        blocking(|| lock(cluster).broker(*f).restart())?;
+        backend.start(Node::Broker(*f))?;
     }
-    blocking(|| -> Result<()> {
-        let mut c = lock(cluster);
-        for f in &followers {
-            c.broker(*f).wait_serving(Duration::from_secs(60))?;
-        }
-        Ok(())
-    })?;
+    for f in &followers {
+        backend.wait_serving(Node::Broker(*f))?;
+    }
     // The followers are back, the last in-sync replica is not: no leader may appear.
     let watch = Instant::now() + Duration::from_secs(6);
     while Instant::now() < watch {
@@ -947,7 +799,7 @@ async fn last_replica(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    blocking(|| lock(cluster).broker(leader).restart())?;
+    backend.start(Node::Broker(leader))?;
     Ok(format!(
         "last replica standing on {TOPIC}-{p}: followers {followers:?} killed, ISR down to {leader}, {leader} killed, followers back (the partition waited), {leader} back"
     ))
@@ -1044,13 +896,16 @@ async fn read_all(bootstrap: &str) -> Result<(BTreeMap<(i32, i64), String>, BTre
 }
 
 /// Compares every replica's batches below the high watermark, byte for byte (brokers stopped).
-fn compare_replicas(cluster: &mut Cluster, ends: &BTreeMap<i32, i64>) -> Result<Vec<String>> {
+fn compare_replicas(
+    data_dirs: &BTreeMap<u64, PathBuf>,
+    ends: &BTreeMap<i32, i64>,
+) -> Result<Vec<String>> {
     let mut diverged = Vec::new();
     for (&partition, &hw) in ends {
         let mut copies: Vec<(u64, Vec<u8>)> = Vec::new();
         for id in 1..=3u64 {
-            let data = cluster.broker(id).data_dir();
-            let dir = walk_find(&data, &format!("{TOPIC}-{partition}"))
+            let data = data_dirs.get(&id).context("a broker's data")?;
+            let dir = walk_find(data, &format!("{TOPIC}-{partition}"))
                 .with_context(|| format!("broker {id} has no {TOPIC}-{partition}"))?;
             let log = tributary_storage::Log::open(
                 &dir,
@@ -1113,32 +968,41 @@ async fn run() -> Result<bool> {
         args.faults.iter().map(|f| f.name()).collect::<Vec<_>>(),
         args.out.display()
     );
-    let (net, broker_configs) = network(3).await?;
-    let mut builder = Cluster::builder();
-    for (id, config) in broker_configs {
-        builder = builder.node_config(NodeKind::Broker, id, config);
-    }
-    let cluster = builder
-        .coordinators(3)
-        .brokers(3)
-        .root(args.out.join("cluster"))
-        .config(NodeKind::Coordinator, "broker_session_timeout_ms = 4000\n")
-        .config(
-            NodeKind::Broker,
-            format!(
-                "broker_heartbeat_interval_ms = 1000\nreplica_lag_time_max_ms = {REPLICA_LAG_MS}\n\
-                 offsets_topic_num_partitions = 3\ngroup_initial_rebalance_delay_ms = 0\n"
-            ),
+    // Short failure detection, so that more faults fit in a run.
+    let coordinator_settings = [("broker_session_timeout_ms", "4000".to_owned())];
+    let broker_settings = [
+        ("broker_heartbeat_interval_ms", "1000".to_owned()),
+        ("replica_lag_time_max_ms", REPLICA_LAG_MS.to_string()),
+        ("offsets_topic_num_partitions", "3".to_owned()),
+        ("group_initial_rebalance_delay_ms", "0".to_owned()),
+    ];
+    let backend = if args.docker {
+        let env = |settings: &[(&str, String)]| -> Vec<(String, String)> {
+            settings
+                .iter()
+                .map(|(k, v)| (format!("TRIBUTARY_{}", k.to_uppercase()), v.clone()))
+                .collect()
+        };
+        Backend::docker(
+            &args.out,
+            &env(&coordinator_settings),
+            &env(&broker_settings),
+        )?
+    } else {
+        let toml = |settings: &[(&str, String)]| -> String {
+            settings
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect()
+        };
+        Backend::process(
+            &args.out.join("cluster"),
+            &toml(&coordinator_settings),
+            &toml(&broker_settings),
         )
-        .start()?;
-    let cluster = Arc::new(Mutex::new(cluster));
-    let bootstrap = {
-        let mut c = lock(&cluster);
-        c.of_kind(NodeKind::Broker)
-            .map(|n| n.addr().to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+        .await?
     };
+    let bootstrap = backend.bootstrap();
     let admin = Admin::new(&Properties::new().set("bootstrap.servers", &bootstrap))?;
     admin
         .create_topic(tributary_client::admin::NewTopic {
@@ -1200,7 +1064,7 @@ async fn run() -> Result<bool> {
         }
         let fault = args.faults[rng.below(args.faults.len() as u64) as usize];
         history.log(serde_json::json!({"op": "fault-start", "fault": fault.name()}));
-        let what = inject(fault, &cluster, &net, &admin, &mut rng, &observed)
+        let what = inject(fault, &backend, &admin, &mut rng, &observed)
             .await
             .with_context(|| format!("injecting {}", fault.name()))?;
         println!("chaos: {what}");
@@ -1210,19 +1074,7 @@ async fn run() -> Result<bool> {
 
     // Heal: everything runs again; then every partition must get a leader and a full ISR.
     let heal_start = Instant::now();
-    net.heal();
-    blocking(|| -> Result<()> {
-        let mut c = lock(&cluster);
-        for node in c.nodes_mut() {
-            if node.is_paused() {
-                node.resume()?;
-            }
-            if !node.is_running() {
-                node.restart()?;
-            }
-        }
-        c.wait_serving(Duration::from_secs(60))
-    })?;
+    backend.heal_all()?;
     wait_healed(
         &admin,
         &[TOPIC.to_owned(), "__consumer_offsets".to_owned()],
@@ -1257,14 +1109,8 @@ async fn run() -> Result<bool> {
     for c in consumers {
         c.await??;
     }
-    blocking(|| -> Result<()> {
-        let mut c = lock(&cluster);
-        for id in 1..=3 {
-            c.broker(id).stop(Duration::from_secs(30))?;
-        }
-        Ok(())
-    })?;
-    let diverged = blocking(|| compare_replicas(&mut lock(&cluster), &ends))?;
+    let data_dirs = backend.stop_brokers(&args.out)?;
+    let diverged = blocking(|| compare_replicas(&data_dirs, &ends))?;
 
     // The checker.
     let o = lock(&observed);
