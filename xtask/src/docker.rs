@@ -219,6 +219,14 @@ fn docker_available() -> Result<(), String> {
     }
 }
 
+/// Whether Docker mode can run here (an engine and a Compose CLI), or why not.
+pub fn docker_mode_available() -> Result<(), String> {
+    docker_available()?;
+    compose_program()
+        .map(drop)
+        .ok_or_else(|| "neither `docker compose` nor `docker-compose` runs".to_owned())
+}
+
 /// `docker compose` if the plugin is there, else `docker-compose` (Compose v1), else None.
 fn compose_program() -> Option<Vec<&'static str>> {
     if quiet_success(Command::new("docker").args(["compose", "version"])) {

@@ -18,14 +18,17 @@ tasks:
                      every check and test of the workspace: rustfmt, clippy (-D warnings),
                      then builds every binary and runs all unit, property, crash, integration
                      and doc tests, deploy-check and compose-test (--no-lint: skip rustfmt
-                     and clippy; --no-docker: skip compose-test), and a 150-second chaos run
-                     (--no-chaos: skip it)
-  chaos [--seed N] [--duration SECS] [--out DIR] [--faults kill,leader,pause,raft-leader,
-        rolling-restart,torn-write]
-                     the fault suite: a workload against a real 3+3 cluster while a seeded
-                     nemesis injects faults, then the checker (lost, duplicated, reordered,
-                     inconsistent, skipped, diverged replicas, time to heal); summary and
-                     history in target/chaos/<seed>/
+                     and clippy; --no-docker: skip compose-test), a 150-second chaos run and,
+                     where Docker runs, a 120-second one against Compose (--no-chaos: skip
+                     both)
+  chaos [--seed N] [--duration SECS] [--out DIR] [--docker] [--faults kill,leader,pause,
+        raft-leader,rolling-restart,torn-write,isolate-leader,one-way,split,bridge,
+        group-coordinator,last-replica]
+                     the fault suite: a workload against a real 3+3 cluster (processes, or
+                     with --docker the Compose cluster with iptables partitions) while a
+                     seeded nemesis injects faults, then the checker (lost, duplicated,
+                     reordered, inconsistent, skipped, diverged replicas, metadata, group
+                     ownership, time to heal); summary and history in target/chaos/<seed>/
 ";
 
 /// The help text: the tasks above, the cluster tasks, `help`.
@@ -120,13 +123,30 @@ fn test(args: &[String]) -> Result<()> {
     docker::deploy_check(&[], &workspace_root())?;
     if docker {
         docker::test_step(&workspace_root())?;
+        // The fault suite against the Compose cluster (images built by the step above).
+        if chaos_run {
+            match docker::docker_mode_available() {
+                Ok(()) => chaos(&[
+                    "--docker".into(),
+                    "--seed".into(),
+                    "1".into(),
+                    "--duration".into(),
+                    "120".into(),
+                ])?,
+                Err(why) => eprintln!("xtask: chaos --docker SKIPPED: {why}"),
+            }
+        }
     }
     Ok(())
 }
 
-/// `cargo xtask chaos`: builds the binaries and runs the fault suite (`tests/examples/chaos.rs`).
+/// `cargo xtask chaos`: builds the binaries (and with `--docker` the images) and runs the fault
+/// suite (`tests/examples/chaos/`).
 fn chaos(args: &[String]) -> Result<()> {
     cargo(&["build", "--workspace", "--bins"])?;
+    if args.iter().any(|a| a == "--docker") {
+        docker::docker_build(&[], &workspace_root())?;
+    }
     let mut run = vec![
         "run",
         "-q",

@@ -1,14 +1,17 @@
-//! The fault suite (issue 9), process mode: a workload against a real cluster while a nemesis
-//! injects faults, a history of every operation, and a checker. Run it with `cargo xtask chaos`
-//! (which builds the binaries first); `cargo xtask test` runs a short one.
+//! The fault suite (issue 9): a workload against a real cluster while a nemesis injects
+//! faults, a history of every operation, and a checker. Run it with `cargo xtask chaos` (which
+//! builds the binaries first, and the images with `--docker`); `cargo xtask test` runs a short
+//! one of each mode.
 //!
 //! ```text
-//! cargo xtask chaos [--seed N] [--duration 180] [--out DIR] [--faults kill,leader,pause,...]
+//! cargo xtask chaos [--seed N] [--duration 180] [--out DIR] [--docker] [--faults kill,pause,...]
 //! ```
 //!
-//! The cluster: 3 coordinators and 3 brokers (processes from `$TRIBUTARY_BIN_DIR`), short
-//! failure-detection settings, and the topic `chaos` (3 partitions, RF 3,
-//! `min.insync.replicas=2`).
+//! The cluster: 3 coordinators and 3 brokers, short failure-detection settings, and the topic
+//! `chaos` (3 partitions, RF 3, `min.insync.replicas=2`). Process mode (the default) runs them
+//! as processes from `$TRIBUTARY_BIN_DIR` with every broker-to-broker link through a
+//! fault-injecting proxy (`proxy.rs`); docker mode runs `deploy/docker-compose.yml` and cuts
+//! links with iptables inside the containers' network namespaces (`backend.rs`).
 //!
 //! The workload: 3 idempotent producers with acks=all write unique values `p<producer>-<seq>`
 //! (partition `seq % 3`) and record which were acknowledged, at which offset. One consumer reads
@@ -41,7 +44,7 @@
 //! - fault violations: what a fault itself watches, e.g. a leader elected while the last
 //!   in-sync replica is down and unclean election is off.
 //!
-//! Output: `summary.json` and `history.jsonl` in `--out` (default `target/chaos/<seed>`), the
+//! Output: `summary.json` and `history.jsonl` in `--out` (default `target/chaos/<seed>`, `target/chaos/docker-<seed>` in docker mode), the
 //! summary printed; exit 1 with the seed on any violation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -176,7 +179,8 @@ fn parse_args() -> Result<Args> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
-    let out = out.unwrap_or_else(|| PathBuf::from(format!("target/chaos/{seed}")));
+    let mode = if docker { "docker-" } else { "" };
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("target/chaos/{mode}{seed}")));
     if docker {
         // The data of a container is not a local directory.
         faults.retain(|f| *f != Fault::TornWrite);
