@@ -241,11 +241,17 @@ impl Consumer {
             if !self.buffered.is_empty() {
                 let n = self.buffered.len().min(self.config.max_poll_records);
                 let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
-                for r in &out {
-                    self.consumed.insert(
-                        TopicPartition::new(r.topic.clone(), r.partition),
-                        r.offset + 1,
-                    );
+                // A partition's records come in a run: note the last of each run only.
+                for (i, r) in out.iter().enumerate() {
+                    let run_ends = out
+                        .get(i + 1)
+                        .is_none_or(|next| next.partition != r.partition || next.topic != r.topic);
+                    if run_ends {
+                        self.consumed.insert(
+                            TopicPartition::new(r.topic.clone(), r.partition),
+                            r.offset + 1,
+                        );
+                    }
                 }
                 self.start_fetches(deadline);
                 return Ok(out);
@@ -683,7 +689,7 @@ fn decode(tp: &TopicPartition, records: &Bytes) -> Result<Vec<ConsumerRecord>> {
         let batch = records.slice(position..position + header.total_len());
         let log_append_time =
             header.timestamp_type() == tributary_record::TimestampType::LogAppendTime;
-        for r in tributary_record::decode_records(&batch)
+        for r in tributary_record::decode_verified_records(&batch, &header)
             .map_err(|e| ClientError::Protocol(format!("{tp}: cannot decode a batch: {e}")))?
         {
             out.push(ConsumerRecord {

@@ -36,7 +36,9 @@ mod record;
 pub mod varint;
 
 pub use builder::BatchBuilder;
-pub use record::{Header, Record, decode_records, decode_records_with_limit};
+pub use record::{
+    Header, Record, decode_records, decode_records_with_limit, decode_verified_records,
+};
 
 /// The only record batch format Tributary accepts.
 pub const MAGIC_V2: i8 = 2;

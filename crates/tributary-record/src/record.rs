@@ -4,8 +4,8 @@ use bytes::Bytes;
 
 use crate::varint::{get_varint, get_varlong};
 use crate::{
-    BATCH_HEADER_LEN, Compression, DECOMPRESSED_RECORDS_BYTES_MAX, MIN_RECORD_BYTES, RecordError,
-    compression, verify_batch,
+    BATCH_HEADER_LEN, BatchHeader, Compression, DECOMPRESSED_RECORDS_BYTES_MAX, MIN_RECORD_BYTES,
+    RecordError, compression, verify_batch,
 };
 
 /// One record, decoded, with its absolute offset and timestamp.
@@ -47,6 +47,24 @@ pub fn decode_records_with_limit(
     decompressed_bytes_max: usize,
 ) -> Result<Vec<Record>, RecordError> {
     let header = verify_batch(batch)?;
+    decode_verified(batch, &header, decompressed_bytes_max)
+}
+
+/// [`decode_records`] of a batch already checked by [`verify_batch`] (or [`crate::Batches`],
+/// which verifies each batch it yields), whose `header` that returned: the CRC is not computed
+/// a second time.
+pub fn decode_verified_records(
+    batch: &Bytes,
+    header: &BatchHeader,
+) -> Result<Vec<Record>, RecordError> {
+    decode_verified(batch, header, DECOMPRESSED_RECORDS_BYTES_MAX)
+}
+
+fn decode_verified(
+    batch: &Bytes,
+    header: &BatchHeader,
+    decompressed_bytes_max: usize,
+) -> Result<Vec<Record>, RecordError> {
     let codec = header.compression();
     let records_bytes = if codec == Compression::None {
         batch.slice(BATCH_HEADER_LEN..)

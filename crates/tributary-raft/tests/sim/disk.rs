@@ -1,0 +1,189 @@
+//! A simulated disk: an in-memory [`RaftStore`] that keeps apart what was flushed and what was
+//! not, so that a crash loses exactly what the store's contract allows it to lose.
+//!
+//! The contract (`tributary_raft::store`): each call is atomic; after [`RaftStore::flush`]
+//! returns, every earlier write survives a crash; a crash never keeps a later write while losing
+//! an earlier one. So a crash here keeps the flushed image plus a random *prefix* of the writes
+//! made since the last flush, and the crashed store fails every later call (the node that used it
+//! is gone; its restart gets a new store on the surviving image).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+use tributary_raft::{MetaKey, NodeId, RaftStore, StoreError};
+
+use super::rng::SplitMix64;
+
+/// The contents of a store.
+#[derive(Debug, Clone, Default)]
+pub struct Image {
+    log: BTreeMap<u64, Vec<u8>>,
+    meta: BTreeMap<MetaKey, Vec<u8>>,
+}
+
+/// One write call, remembered until the next flush.
+#[derive(Debug)]
+enum Write {
+    Meta(Vec<(MetaKey, Vec<u8>)>),
+    Append(Vec<(u64, Vec<u8>)>),
+    TruncateFrom(u64),
+    PurgeUpto(u64, Vec<u8>),
+}
+
+impl Image {
+    fn apply(&mut self, write: &Write) {
+        match write {
+            Write::Meta(items) => {
+                for (key, value) in items {
+                    self.meta.insert(*key, value.clone());
+                }
+            }
+            Write::Append(entries) => {
+                for (index, bytes) in entries {
+                    self.log.insert(*index, bytes.clone());
+                }
+            }
+            Write::TruncateFrom(from) => {
+                self.log.split_off(from);
+            }
+            Write::PurgeUpto(upto, last_purged) => {
+                self.log = match upto.checked_add(1) {
+                    Some(keep) => self.log.split_off(&keep),
+                    None => BTreeMap::new(),
+                };
+                self.meta.insert(MetaKey::LastPurged, last_purged.clone());
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DiskState {
+    crashed: bool,
+    /// What survives a crash for sure.
+    durable: Image,
+    /// What reads see: `durable` plus `pending`.
+    current: Image,
+    /// The writes since the last flush, in order.
+    pending: Vec<Write>,
+}
+
+/// The simulated disk of one node incarnation.
+#[derive(Debug)]
+pub struct SimDisk {
+    node: NodeId,
+    state: Mutex<DiskState>,
+}
+
+impl SimDisk {
+    /// A disk holding `image` (empty for a new node, what survived for a restarted one).
+    pub fn new(node: NodeId, image: Image) -> Self {
+        SimDisk {
+            node,
+            state: Mutex::new(DiskState {
+                crashed: false,
+                durable: image.clone(),
+                current: image,
+                pending: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiskState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Crashes the disk: returns what survives (the flushed image and a random prefix of the
+    /// unflushed writes) and how many unflushed writes were lost; every later call fails.
+    pub fn crash(&self, rng: &mut SplitMix64) -> (Image, usize) {
+        let mut state = self.lock();
+        state.crashed = true;
+        let pending = std::mem::take(&mut state.pending);
+        let kept = usize::try_from(rng.below(pending.len() as u64 + 1)).expect("fits");
+        let mut image = std::mem::take(&mut state.durable);
+        for write in &pending[..kept] {
+            image.apply(write);
+        }
+        state.current = Image::default();
+        (image, pending.len() - kept)
+    }
+
+    fn check(&self, state: &DiskState) -> Result<(), StoreError> {
+        if state.crashed {
+            return Err(StoreError::Engine {
+                path: PathBuf::from(format!("sim://node-{}", self.node)),
+                source: "the simulated disk crashed".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn write(&self, write: Write) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        self.check(&state)?;
+        state.current.apply(&write);
+        state.pending.push(write);
+        Ok(())
+    }
+}
+
+impl RaftStore for SimDisk {
+    fn get_meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let state = self.lock();
+        self.check(&state)?;
+        Ok(state.current.meta.get(&key).cloned())
+    }
+
+    fn put_meta(&self, items: &[(MetaKey, &[u8])]) -> Result<(), StoreError> {
+        self.write(Write::Meta(
+            items.iter().map(|(k, v)| (*k, v.to_vec())).collect(),
+        ))
+    }
+
+    fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write(Write::Append(entries.to_vec()))
+    }
+
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let state = self.lock();
+        self.check(&state)?;
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Ok(state
+            .current
+            .log
+            .range(start..end)
+            .map(|(i, b)| (*i, b.clone()))
+            .collect())
+    }
+
+    fn last_entry(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let state = self.lock();
+        self.check(&state)?;
+        Ok(state
+            .current
+            .log
+            .last_key_value()
+            .map(|(i, b)| (*i, b.clone())))
+    }
+
+    fn truncate_from(&self, from: u64) -> Result<(), StoreError> {
+        self.write(Write::TruncateFrom(from))
+    }
+
+    fn purge_upto(&self, upto: u64, last_purged: &[u8]) -> Result<(), StoreError> {
+        self.write(Write::PurgeUpto(upto, last_purged.to_vec()))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        self.check(&state)?;
+        let pending = std::mem::take(&mut state.pending);
+        for write in &pending {
+            state.durable.apply(write);
+        }
+        Ok(())
+    }
+}
