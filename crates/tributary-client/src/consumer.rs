@@ -651,11 +651,8 @@ impl Consumer {
                         continue;
                     }
                     let mut next = asked_at;
-                    for record in decode(&tp, &p.records)? {
-                        if record.offset >= asked_at {
-                            next = record.offset + 1;
-                            self.buffered.push_back(record);
-                        }
+                    if let Some(last) = decode(&tp, &p.records, asked_at, &mut self.buffered)? {
+                        next = last + 1;
                     }
                     if !p.records.is_empty() {
                         next = next.max(p.next_fetch_offset);
@@ -677,9 +674,16 @@ impl Consumer {
     }
 }
 
-/// Decodes whole batches into records.
-fn decode(tp: &TopicPartition, records: &Bytes) -> Result<Vec<ConsumerRecord>> {
-    let mut out = Vec::new();
+/// Decodes whole batches into `out`, keeping the records at `from` or later (a fetch returns
+/// whole batches, so the first may start before the position asked for); returns the offset of
+/// the last record kept.
+fn decode(
+    tp: &TopicPartition,
+    records: &Bytes,
+    from: i64,
+    out: &mut VecDeque<ConsumerRecord>,
+) -> Result<Option<i64>> {
+    let mut last = None;
     for item in tributary_record::Batches::new(records) {
         let (header, position, _) =
             item.map_err(|e| ClientError::Protocol(format!("{tp}: corrupt batch: {e}")))?;
@@ -692,7 +696,11 @@ fn decode(tp: &TopicPartition, records: &Bytes) -> Result<Vec<ConsumerRecord>> {
         for r in tributary_record::decode_verified_records(&batch, &header)
             .map_err(|e| ClientError::Protocol(format!("{tp}: cannot decode a batch: {e}")))?
         {
-            out.push(ConsumerRecord {
+            if r.offset < from {
+                continue;
+            }
+            last = Some(r.offset);
+            out.push_back(ConsumerRecord {
                 topic: tp.topic.clone(),
                 partition: tp.partition,
                 offset: r.offset,
@@ -708,7 +716,7 @@ fn decode(tp: &TopicPartition, records: &Bytes) -> Result<Vec<ConsumerRecord>> {
             });
         }
     }
-    Ok(out)
+    Ok(last)
 }
 
 /// ListOffsets for one partition on its leader (refreshing metadata and retrying on

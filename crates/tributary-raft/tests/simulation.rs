@@ -88,6 +88,12 @@ const DEFAULT_SEEDS: u64 = 100;
 /// write and converge.
 const LIVENESS_BOUND: Duration = Duration::from_secs(30);
 
+/// The most real time one seed may take (normally a fraction of a second).
+const WALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// The event log of a run: what the nemesis did, when (simulated time).
+type Events = Arc<Mutex<Vec<String>>>;
+
 /// The longest a client waits for one write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -150,7 +156,7 @@ struct Cluster {
     observer: Arc<Observer>,
     members: Mutex<BTreeMap<NodeId, Member>>,
     acks: Mutex<Vec<Ack>>,
-    events: Mutex<Vec<String>>,
+    events: Events,
     /// The random choices of crashes (which unflushed writes survive).
     crash_rng: Mutex<SplitMix64>,
 }
@@ -419,14 +425,94 @@ struct Outcome {
     counts: (usize, usize),
 }
 
-/// Runs one seed on a fresh paused-clock runtime.
+thread_local! {
+    /// The panics of this thread's simulation (openraft's tasks run on it), while one runs.
+    static PANICS: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Routes the panics of simulation threads (a task that panics, openraft's core for one, is
+/// caught by tokio, and would otherwise show only as a liveness failure) to [`PANICS`].
+fn capture_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let captured = PANICS.with(|panics| {
+                let mut panics = panics.borrow_mut();
+                let Some(panics) = panics.as_mut() else {
+                    return false;
+                };
+                let what = info
+                    .payload()
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| {
+                        info.payload()
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                    })
+                    .unwrap_or_else(|| "a panic".to_owned());
+                let at = info
+                    .location()
+                    .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+                panics.push(format!("panic{at}: {what}"));
+                true
+            });
+            if !captured {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Runs one seed on a fresh paused-clock runtime, for at most [`WALL_LIMIT`] of real time.
 fn run_seed(seed: u64) -> Outcome {
+    capture_panics();
+    PANICS.with(|panics| *panics.borrow_mut() = Some(Vec::new()));
+    let mut outcome = run_seed_inner(seed);
+    let panics = PANICS
+        .with(|panics| panics.borrow_mut().take())
+        .unwrap_or_default();
+    outcome.failures.extend(panics);
+    outcome
+}
+
+fn run_seed_inner(seed: u64) -> Outcome {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("a tokio runtime");
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(simulate(seed))));
+    let events: Events = Arc::default();
+    // Every wait of the simulation is bounded in simulated time; this bounds it in real time too
+    // (a livelock that never lets the clock advance would otherwise hang the test).
+    let (expired, expiry) = tokio::sync::oneshot::channel::<()>();
+    let (finished, done) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(WALL_LIMIT) {
+            let _ = expired.send(());
+        }
+    });
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            let start = Instant::now();
+            tokio::select! {
+                outcome = simulate(seed, Arc::clone(&events)) => outcome,
+                _ = expiry => Outcome {
+                    failures: vec![format!(
+                        "the run did not finish within {WALL_LIMIT:?} of real time (stopped \
+                         {:?} into the simulation)",
+                        start.elapsed()
+                    )],
+                    summary: String::new(),
+                    events: lock(&events).clone(),
+                    counts: (0, 0),
+                },
+            }
+        })
+    }));
+    drop(finished);
+    let _ = watchdog.join();
     runtime.shutdown_timeout(Duration::from_secs(10));
     match result {
         Ok(outcome) => outcome,
@@ -437,16 +523,16 @@ fn run_seed(seed: u64) -> Outcome {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "a panic".to_owned());
             Outcome {
-                failures: vec![format!("the simulation panicked: {what}")],
+                failures: vec![format!("the harness panicked: {what}")],
                 summary: String::new(),
-                events: Vec::new(),
+                events: lock(&events).clone(),
                 counts: (0, 0),
             }
         }
     }
 }
 
-async fn simulate(seed: u64) -> Outcome {
+async fn simulate(seed: u64, events: Events) -> Outcome {
     let mut rng = SplitMix64::new(seed);
     let params = Params::from_rng(&mut rng);
     let ids: Vec<NodeId> = (1..=params.nodes).collect();
@@ -458,7 +544,7 @@ async fn simulate(seed: u64) -> Outcome {
         observer: Arc::new(Observer::default()),
         members: Mutex::new(BTreeMap::new()),
         acks: Mutex::new(Vec::new()),
-        events: Mutex::new(Vec::new()),
+        events,
         crash_rng: Mutex::new(rng.fork()),
     });
     cluster.event(format!(

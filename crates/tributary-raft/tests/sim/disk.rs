@@ -61,6 +61,11 @@ impl Image {
 #[derive(Debug)]
 struct DiskState {
     crashed: bool,
+    /// What survived the crash, once crashed.
+    survivor: Option<Image>,
+    /// Crash by itself at the `n`-th next call (a power loss in the middle of the node's I/O).
+    armed: Option<u32>,
+    rng: SplitMix64,
     /// What survives a crash for sure.
     durable: Image,
     /// What reads see: `durable` plus `pending`.
@@ -74,42 +79,87 @@ struct DiskState {
 pub struct SimDisk {
     node: NodeId,
     state: Mutex<DiskState>,
+    /// Told the node's id when the disk crashes by itself.
+    crashed_by_itself: tokio::sync::mpsc::UnboundedSender<NodeId>,
 }
 
 impl SimDisk {
-    /// A disk holding `image` (empty for a new node, what survived for a restarted one).
-    pub fn new(node: NodeId, image: Image) -> Self {
+    /// A disk holding `image` (empty for a new node, what survived for a restarted one); `rng`
+    /// chooses what a crash keeps; `crashed_by_itself` hears of crashes armed by
+    /// [`arm`](Self::arm).
+    pub fn new(
+        node: NodeId,
+        image: Image,
+        rng: SplitMix64,
+        crashed_by_itself: tokio::sync::mpsc::UnboundedSender<NodeId>,
+    ) -> Self {
         SimDisk {
             node,
             state: Mutex::new(DiskState {
                 crashed: false,
+                survivor: None,
+                armed: None,
+                rng,
                 durable: image.clone(),
                 current: image,
                 pending: Vec::new(),
             }),
+            crashed_by_itself,
         }
+    }
+
+    /// Makes the disk crash at its `calls`-th next call (a write, read or flush; the call fails),
+    /// the node then being crashed by whoever listens to `crashed_by_itself`.
+    pub fn arm(&self, calls: u32) {
+        self.lock().armed = Some(calls.max(1));
+    }
+
+    /// Whether the disk crashed.
+    pub fn is_crashed(&self) -> bool {
+        self.lock().crashed
+    }
+
+    /// What survived the crash (empty before it).
+    pub fn survivor(&self) -> Image {
+        self.lock().survivor.clone().unwrap_or_default()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DiskState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Crashes the disk: returns what survives (the flushed image and a random prefix of the
-    /// unflushed writes) and how many unflushed writes were lost; every later call fails.
-    pub fn crash(&self, rng: &mut SplitMix64) -> (Image, usize) {
-        let mut state = self.lock();
+    /// Crashes the disk (unless it already crashed): it keeps the flushed image and a random
+    /// prefix of the unflushed writes ([`survivor`](Self::survivor)); every later call fails.
+    /// Returns how many unflushed writes were lost.
+    pub fn crash(&self) -> usize {
+        Self::crash_locked(&mut self.lock())
+    }
+
+    fn crash_locked(state: &mut DiskState) -> usize {
+        if state.crashed {
+            return 0;
+        }
         state.crashed = true;
         let pending = std::mem::take(&mut state.pending);
-        let kept = usize::try_from(rng.below(pending.len() as u64 + 1)).expect("fits");
+        let kept = usize::try_from(state.rng.below(pending.len() as u64 + 1)).expect("fits");
         let mut image = std::mem::take(&mut state.durable);
         for write in &pending[..kept] {
             image.apply(write);
         }
         state.current = Image::default();
-        (image, pending.len() - kept)
+        state.survivor = Some(image);
+        pending.len() - kept
     }
 
-    fn check(&self, state: &DiskState) -> Result<(), StoreError> {
+    fn check(&self, state: &mut DiskState) -> Result<(), StoreError> {
+        if let Some(calls) = state.armed.as_mut() {
+            *calls -= 1;
+            if *calls == 0 {
+                state.armed = None;
+                Self::crash_locked(state);
+                let _ = self.crashed_by_itself.send(self.node);
+            }
+        }
         if state.crashed {
             return Err(StoreError::Engine {
                 path: PathBuf::from(format!("sim://node-{}", self.node)),
@@ -121,7 +171,7 @@ impl SimDisk {
 
     fn write(&self, write: Write) -> Result<(), StoreError> {
         let mut state = self.lock();
-        self.check(&state)?;
+        self.check(&mut state)?;
         state.current.apply(&write);
         state.pending.push(write);
         Ok(())
@@ -130,8 +180,8 @@ impl SimDisk {
 
 impl RaftStore for SimDisk {
     fn get_meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, StoreError> {
-        let state = self.lock();
-        self.check(&state)?;
+        let mut state = self.lock();
+        self.check(&mut state)?;
         Ok(state.current.meta.get(&key).cloned())
     }
 
@@ -146,8 +196,8 @@ impl RaftStore for SimDisk {
     }
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let state = self.lock();
-        self.check(&state)?;
+        let mut state = self.lock();
+        self.check(&mut state)?;
         if start >= end {
             return Ok(Vec::new());
         }
@@ -160,8 +210,8 @@ impl RaftStore for SimDisk {
     }
 
     fn last_entry(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        let state = self.lock();
-        self.check(&state)?;
+        let mut state = self.lock();
+        self.check(&mut state)?;
         Ok(state
             .current
             .log
@@ -179,7 +229,7 @@ impl RaftStore for SimDisk {
 
     fn flush(&self) -> Result<(), StoreError> {
         let mut state = self.lock();
-        self.check(&state)?;
+        self.check(&mut state)?;
         let pending = std::mem::take(&mut state.pending);
         for write in &pending {
             state.durable.apply(write);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tributary_raft::openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
 use tributary_raft::openraft::network::RPCOption;
 use tributary_raft::openraft::raft::{
@@ -61,7 +61,6 @@ pub struct NetStats {
     pub unreachable: u64,
 }
 
-#[derive(Debug)]
 struct RouterState {
     nodes: BTreeMap<NodeId, Raft<History>>,
     /// Directed links `(from, to)` that carry nothing.
@@ -72,9 +71,14 @@ struct RouterState {
 }
 
 /// The simulated network between the nodes of one simulation.
-#[derive(Debug)]
 pub struct Router {
     state: Mutex<RouterState>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
 }
 
 /// What happens to one request.
@@ -127,11 +131,6 @@ impl Router {
     /// Restores every link.
     pub fn heal(&self) {
         self.lock().cut.clear();
-    }
-
-    /// The directed links that are cut.
-    pub fn cuts(&self) -> BTreeSet<(NodeId, NodeId)> {
-        self.lock().cut.clone()
     }
 
     /// Sets the quality of the links that are not cut.
@@ -276,7 +275,7 @@ impl RaftNetwork<Config> for SimConnection {
         &mut self,
         rpc: AppendEntriesRequest<Config>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>, std::convert::Infallible> {
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
         self.router
             .send(self.from, self.to, &option, |raft| async move {
                 raft.append_entries(rpc).await
@@ -300,7 +299,7 @@ impl RaftNetwork<Config> for SimConnection {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>, std::convert::Infallible> {
+    ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
         self.router
             .send(self.from, self.to, &option, |raft| async move {
                 raft.vote(rpc).await
