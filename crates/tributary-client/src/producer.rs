@@ -733,3 +733,46 @@ fn complete_err(inner: &Inner, batch: ReadyBatch, err: ClientError) {
     }
     inner.outstanding.send_modify(|o| *o = o.saturating_sub(n));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_wrap_at_i32_max_as_kafkas_do() {
+        assert_eq!(next_sequence(0, 5), 5);
+        assert_eq!(next_sequence(i32::MAX - 1, 1), i32::MAX);
+        assert_eq!(next_sequence(i32::MAX, 1), 0);
+        assert_eq!(next_sequence(i32::MAX - 2, 5), 2);
+    }
+
+    #[test]
+    fn closing_a_batch_after_a_restart_restamps_it() {
+        let mut queue = Queue::default();
+        let mut builder = BatchBuilder::new(0).producer(1, 0, 10);
+        builder.push(0, None, Some(b"a"), &[]);
+        builder.push(0, None, Some(b"b"), &[]);
+        queue.open = Some(OpenBatch {
+            builder,
+            created: Instant::now(),
+            deadline: Instant::now(),
+            base_sequence: 10,
+            waiters: Vec::new(),
+        });
+        // The partition started over under producer 9 while the batch was open.
+        queue.producer = Some((9, 0));
+        queue.next_sequence = 0;
+        close_open(&mut queue, Some((1, 0)));
+        let header = tributary_record::verify_batch(&queue.ready[0].bytes).unwrap();
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (9, 0, 0)
+        );
+        // No waiters were registered, so the next sequence moves by the waiters (0).
+        assert_eq!(queue.next_sequence, 0);
+    }
+}

@@ -157,8 +157,10 @@ struct Cluster {
     members: Mutex<BTreeMap<NodeId, Member>>,
     acks: Mutex<Vec<Ack>>,
     events: Events,
-    /// The random choices of crashes (which unflushed writes survive).
-    crash_rng: Mutex<SplitMix64>,
+    /// The random choices of the disks (which unflushed writes survive a crash).
+    disk_rng: Mutex<SplitMix64>,
+    /// Where disks report crashing by themselves.
+    crash_tx: tokio::sync::mpsc::UnboundedSender<NodeId>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -204,7 +206,8 @@ impl Cluster {
             member.incarnations += 1;
             std::mem::take(&mut member.image)
         };
-        let disk = Arc::new(SimDisk::new(id, image));
+        let rng = lock(&self.disk_rng).fork();
+        let disk = Arc::new(SimDisk::new(id, image, rng, self.crash_tx.clone()));
         let store: Arc<dyn RaftStore> = Arc::clone(&disk) as Arc<dyn RaftStore>;
         let network = SimNetworkFactory {
             from: id,
@@ -249,8 +252,16 @@ impl Cluster {
         });
     }
 
+    /// The disk of node `id`'s running incarnation.
+    fn disk(&self, id: NodeId) -> Option<Arc<SimDisk>> {
+        lock(&self.members)
+            .get(&id)
+            .and_then(|m| m.running.as_ref())
+            .map(|r| Arc::clone(&r.disk))
+    }
+
     /// Crashes node `id`: it stops at once and its disk keeps what the store contract promises.
-    async fn crash(&self, id: NodeId) {
+    async fn crash(&self, id: NodeId, why: &str) {
         let Some(running) = lock(&self.members)
             .get_mut(&id)
             .and_then(|m| m.running.take())
@@ -258,15 +269,15 @@ impl Cluster {
             return;
         };
         self.router.disconnect(id);
-        let (image, lost) = running.disk.crash(&mut lock(&self.crash_rng));
+        let lost = running.disk.crash();
         self.event(format!(
-            "crash node {id} (term {}, {lost} unflushed writes lost)",
+            "crash node {id}, {why} (term {}, {lost} unflushed writes lost)",
             running.node.term()
         ));
         // Every store call of the old incarnation fails from now on; stop its tasks.
         let _ = tokio::time::timeout(Duration::from_secs(10), running.node.raft().shutdown()).await;
         running.watcher.abort();
-        lock(&self.members).get_mut(&id).expect("member").image = image;
+        lock(&self.members).get_mut(&id).expect("member").image = running.disk.survivor();
     }
 
     async fn restart(&self, id: NodeId) {
@@ -384,10 +395,23 @@ async fn nemesis(cluster: &Cluster, rng: &mut SplitMix64, until: Instant) {
                 cluster.router.heal();
                 cluster.event("heal the network");
             }
-            50..=64 => {
+            50..=57 => {
                 let running = cluster.running_ids();
                 if !running.is_empty() {
-                    cluster.crash(rng.pick(&running)).await;
+                    cluster.crash(rng.pick(&running), "killed").await;
+                }
+            }
+            58..=64 => {
+                let running = cluster.running_ids();
+                if !running.is_empty() {
+                    let id = rng.pick(&running);
+                    let calls = u32::try_from(rng.between(1, 40)).expect("fits");
+                    if let Some(disk) = cluster.disk(id) {
+                        disk.arm(calls);
+                        cluster.event(format!(
+                            "node {id}'s disk fails at its call {calls} from now"
+                        ));
+                    }
                 }
             }
             65..=79 => {
@@ -536,6 +560,7 @@ async fn simulate(seed: u64, events: Events) -> Outcome {
     let mut rng = SplitMix64::new(seed);
     let params = Params::from_rng(&mut rng);
     let ids: Vec<NodeId> = (1..=params.nodes).collect();
+    let (crash_tx, mut crashes) = tokio::sync::mpsc::unbounded_channel();
     let cluster = Arc::new(Cluster {
         start: Instant::now(),
         config: params.config.clone(),
@@ -545,8 +570,20 @@ async fn simulate(seed: u64, events: Events) -> Outcome {
         members: Mutex::new(BTreeMap::new()),
         acks: Mutex::new(Vec::new()),
         events,
-        crash_rng: Mutex::new(rng.fork()),
+        disk_rng: Mutex::new(rng.fork()),
+        crash_tx,
     });
+    // A disk that crashed by itself takes its node down.
+    let crash_listener = {
+        let cluster = Arc::clone(&cluster);
+        tokio::spawn(async move {
+            while let Some(id) = crashes.recv().await {
+                if cluster.disk(id).is_some_and(|disk| disk.is_crashed()) {
+                    cluster.crash(id, "its disk failed").await;
+                }
+            }
+        })
+    };
     cluster.event(format!(
         "{} nodes, {} clients, {:?} of faults, snapshot every {} entries keeping {}, {} entries \
          per append",
@@ -601,6 +638,14 @@ async fn simulate(seed: u64, events: Events) -> Outcome {
     cluster.router.heal();
     cluster.router.set_quality(Quality::PERFECT);
     cluster.event("final heal");
+    for id in cluster.running_ids() {
+        if let Some(disk) = cluster.disk(id) {
+            disk.disarm();
+            if disk.is_crashed() {
+                cluster.crash(id, "its disk failed").await;
+            }
+        }
+    }
     for id in cluster.down_ids() {
         cluster.restart(id).await;
     }
@@ -715,6 +760,7 @@ async fn simulate(seed: u64, events: Events) -> Outcome {
     );
 
     // Stop the nodes (the runtime is dropped next anyway).
+    crash_listener.abort();
     let nodes: Vec<_> = ids.iter().filter_map(|id| cluster.node(*id)).collect();
     for node in nodes {
         let _ = tokio::time::timeout(Duration::from_secs(10), node.raft().shutdown()).await;

@@ -507,6 +507,23 @@ mod tests {
     }
 
     #[test]
+    fn set_producer_restamps_the_batch_and_keeps_it_valid() {
+        let mut batch = sample().to_vec();
+        set_producer(&mut batch, 42, 3, 7);
+        let header = verify_batch(&batch).expect("the CRC is recomputed");
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (42, 3, 7)
+        );
+        let records = decode_records(&Bytes::from(batch)).unwrap();
+        assert_eq!(records.len(), 2, "the records are untouched");
+    }
+
+    #[test]
     fn built_batch_verifies_and_decodes() {
         let batch = sample();
         let header = verify_batch(&batch).unwrap();

@@ -6,6 +6,11 @@
 //! an earlier one. So a crash here keeps the flushed image plus a random *prefix* of the writes
 //! made since the last flush, and the crashed store fails every later call (the node that used it
 //! is gone; its restart gets a new store on the surviving image).
+//!
+//! A disk can also be *armed* to crash by itself at its n-th next call: a power loss in the
+//! middle of the node's I/O (between a write and its flush, during an append, a vote, a
+//! truncation or a snapshot), which a crash from outside, at a moment when the node is idle,
+//! rarely hits.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,6 +68,8 @@ struct DiskState {
     crashed: bool,
     /// What survived the crash, once crashed.
     survivor: Option<Image>,
+    /// How many unflushed writes the crash lost.
+    lost: usize,
     /// Crash by itself at the `n`-th next call (a power loss in the middle of the node's I/O).
     armed: Option<u32>,
     rng: SplitMix64,
@@ -98,6 +105,7 @@ impl SimDisk {
             state: Mutex::new(DiskState {
                 crashed: false,
                 survivor: None,
+                lost: 0,
                 armed: None,
                 rng,
                 durable: image.clone(),
@@ -132,12 +140,19 @@ impl SimDisk {
     /// prefix of the unflushed writes ([`survivor`](Self::survivor)); every later call fails.
     /// Returns how many unflushed writes were lost.
     pub fn crash(&self) -> usize {
-        Self::crash_locked(&mut self.lock())
+        let mut state = self.lock();
+        Self::crash_locked(&mut state);
+        state.lost
     }
 
-    fn crash_locked(state: &mut DiskState) -> usize {
+    /// Cancels [`arm`](Self::arm).
+    pub fn disarm(&self) {
+        self.lock().armed = None;
+    }
+
+    fn crash_locked(state: &mut DiskState) {
         if state.crashed {
-            return 0;
+            return;
         }
         state.crashed = true;
         let pending = std::mem::take(&mut state.pending);
@@ -148,7 +163,7 @@ impl SimDisk {
         }
         state.current = Image::default();
         state.survivor = Some(image);
-        pending.len() - kept
+        state.lost = pending.len() - kept;
     }
 
     fn check(&self, state: &mut DiskState) -> Result<(), StoreError> {
