@@ -116,7 +116,7 @@ impl<S: StateMachine> RaftNode<S> {
             id,
             openraft_config,
             network,
-            LogStorage::<S>::new(Arc::clone(&store)),
+            LogStorage::<S>::sharing(Arc::clone(&store), &shared),
             StateMachineStorage::new(Arc::clone(&shared), Arc::clone(&store)),
         )
         .await

@@ -100,22 +100,52 @@ pub fn open<S: StateMachine>(
 ) -> Result<(LogStorage<S>, StateMachineStorage<S>), Error> {
     let shared = Arc::new(Shared::load(state_machine, &*store)?);
     Ok((
-        LogStorage::new(Arc::clone(&store)),
+        LogStorage::sharing(Arc::clone(&store), &shared),
         StateMachineStorage::new(shared, store),
     ))
 }
 
+/// Holds back a purge while a snapshot from the leader is being received and installed.
+/// Installing a snapshot purges the log before the snapshot is saved (openraft 0.9 runs the
+/// purge at once and the install on its state-machine task); were the purge written first, a
+/// crash in between would leave a store whose log is purged past its snapshot, which openraft
+/// cannot start from (found by the Raft simulation, `tests/simulation.rs`, seed 748). So while
+/// a snapshot is being received, a purge the stored snapshot does not cover waits, and the
+/// install runs it once the snapshot is saved and flushed. Outside an install openraft never
+/// purges past the stored snapshot, and a purge happens at once.
+#[derive(Debug, Default)]
+struct PurgeGate {
+    /// Set from `begin_receiving_snapshot` until the install has saved the snapshot.
+    receiving: std::sync::atomic::AtomicBool,
+    /// The purge waiting for it.
+    pending: Mutex<Option<LogId>>,
+}
+
+type PendingPurge = Arc<PurgeGate>;
+
 /// The Raft log, vote and commit pointer: openraft's `RaftLogStorage` over a [`RaftStore`].
 pub struct LogStorage<S> {
     store: Arc<dyn RaftStore>,
+    pending_purge: PendingPurge,
     _state_machine: PhantomData<fn() -> S>,
 }
 
 impl<S> LogStorage<S> {
-    /// The log storage of `store`.
+    /// The log storage of `store`. A purge beyond the stored snapshot waits for a snapshot
+    /// saved through the [`StateMachineStorage`] of the same node: use [`open`] for the pair.
     pub fn new(store: Arc<dyn RaftStore>) -> Self {
         LogStorage {
             store,
+            pending_purge: PendingPurge::default(),
+            _state_machine: PhantomData,
+        }
+    }
+
+    /// The log storage of `store`, whose pending purges `shared`'s snapshot saves apply.
+    pub(crate) fn sharing(store: Arc<dyn RaftStore>, shared: &Shared<S>) -> Self {
+        LogStorage {
+            store,
+            pending_purge: Arc::clone(&shared.pending_purge),
             _state_machine: PhantomData,
         }
     }
@@ -123,7 +153,11 @@ impl<S> LogStorage<S> {
 
 impl<S> Clone for LogStorage<S> {
     fn clone(&self) -> Self {
-        LogStorage::new(Arc::clone(&self.store))
+        LogStorage {
+            store: Arc::clone(&self.store),
+            pending_purge: Arc::clone(&self.pending_purge),
+            _state_machine: PhantomData,
+        }
     }
 }
 
@@ -233,7 +267,25 @@ impl<S: StateMachine> RaftLogStorage<TypeConfig<S>> for LogStorage<S> {
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         let committed: Option<Option<LogId>> = read_meta(&*self.store, MetaKey::Committed)
             .map_err(|e| StorageIOError::read(any(&e)))?;
-        Ok(committed.flatten())
+        let Some(committed) = committed.flatten() else {
+            return Ok(None);
+        };
+        // The pointer is written without a flush, so it can outlive a crash that the snapshot
+        // or the entries it points past did not (a snapshot install sets it to the snapshot's
+        // end before the snapshot is saved): never point past what the snapshot and the log
+        // hold, or a restart would re-apply entries that are not there.
+        let snapshot: Option<SnapshotMeta> = read_meta(&*self.store, MetaKey::SnapshotMeta)
+            .map_err(|e| StorageIOError::read(any(&e)))?;
+        let held = self
+            .get_log_state()
+            .await?
+            .last_log_id
+            .max(snapshot.and_then(|m| m.last_log_id));
+        Ok(match held {
+            Some(held) if held.index < committed.index => Some(held),
+            None => None,
+            _ => Some(committed),
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -282,8 +334,31 @@ impl<S: StateMachine> RaftLogStorage<TypeConfig<S>> for LogStorage<S> {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Not flushed: purged entries are all in the durable snapshot; if the purge is lost in a
-        // crash, they are purged again.
+        let snapshot: Option<SnapshotMeta> = read_meta(&*self.store, MetaKey::SnapshotMeta)
+            .map_err(|e| StorageIOError::write_logs(any(&e)))?;
+        let covered = snapshot
+            .and_then(|m| m.last_log_id)
+            .is_some_and(|s| s.index >= log_id.index);
+        if !covered
+            && self
+                .pending_purge
+                .receiving
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // A snapshot being installed: purge once it is saved (see `PurgeGate`).
+            let mut pending = self
+                .pending_purge
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if pending.is_none_or(|p| p.index < log_id.index) {
+                *pending = Some(log_id);
+            }
+            return Ok(());
+        }
+        // Not flushed: the purged entries are all in the stored snapshot, written before this
+        // (a crash keeps a prefix of the writes); if the purge is lost in a crash, they are
+        // purged again.
         let bytes = encode(&log_id).map_err(|e| StorageIOError::write_logs(any(&e)))?;
         self.store
             .purge_upto(log_id.index, &bytes)
@@ -306,6 +381,8 @@ pub(crate) struct Shared<S> {
     applied_index: watch::Sender<u64>,
     /// Serializes saving snapshots (a snapshot being built may race one being installed).
     snapshot_save: Mutex<()>,
+    /// A log purge waiting for its snapshot to be saved.
+    pending_purge: PendingPurge,
 }
 
 impl<S: StateMachine> Shared<S> {
@@ -332,6 +409,7 @@ impl<S: StateMachine> Shared<S> {
                 membership,
             }),
             snapshot_save: Mutex::new(()),
+            pending_purge: PendingPurge::default(),
         })
     }
 
@@ -369,8 +447,10 @@ async fn save_snapshot<S>(
             .unwrap_or_else(PoisonError::into_inner);
         let current: Option<SnapshotMeta> =
             read_meta(&**store, MetaKey::SnapshotMeta).map_err(|e| write_err(any(&e)))?;
-        if current.is_some_and(|current| current.last_log_id > meta.last_log_id) {
+        if let Some(current) = current.filter(|c| c.last_log_id > meta.last_log_id) {
             tracing::info!(snapshot = %meta, "a newer snapshot is already stored; not saving");
+            // That one was flushed when it was saved.
+            purge_pending(shared, store, &current).map_err(write_err)?;
             return Ok(());
         }
         let meta_bytes = encode(meta).map_err(|e| write_err(any(&e)))?;
@@ -382,6 +462,30 @@ async fn save_snapshot<S>(
             .map_err(|e| write_err(any(&e)))?;
     }
     flush(store).await.map_err(write_err)?;
+    purge_pending(shared, store, meta).map_err(write_err)?;
+    Ok(())
+}
+
+/// Runs the purge that waited for a snapshot (see `PurgeGate`) if `saved`, a snapshot on
+/// disk, covers it.
+fn purge_pending<S>(
+    shared: &Shared<S>,
+    store: &Arc<dyn RaftStore>,
+    saved: &SnapshotMeta,
+) -> Result<(), AnyError> {
+    let saved = saved.last_log_id.map_or(0, |id| id.index);
+    let due = shared
+        .pending_purge
+        .pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take_if(|p| p.index <= saved);
+    if let Some(log_id) = due {
+        let bytes = encode(&log_id).map_err(|e| any(&e))?;
+        store
+            .purge_upto(log_id.index, &bytes)
+            .map_err(|e| any(&e))?;
+    }
     Ok(())
 }
 
@@ -467,6 +571,10 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig<S>> for StateMachineStorage<S>
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        self.shared
+            .pending_purge
+            .receiving
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -487,7 +595,12 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig<S>> for StateMachineStorage<S>
             meta.last_log_id.map_or(0, |id| id.index)
         };
         self.shared.applied_index.send_replace(last_index);
-        save_snapshot(&self.shared, &self.store, meta, &data).await
+        save_snapshot(&self.shared, &self.store, meta, &data).await?;
+        self.shared
+            .pending_purge
+            .receiving
+            .store(false, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     async fn get_current_snapshot(

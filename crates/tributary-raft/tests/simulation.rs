@@ -18,19 +18,23 @@
 //!   a reply can be lost (a lost reply means the target acted on a request the sender thinks
 //!   failed). A cut or a crash while a message is in flight loses it.
 //! - **Disks** (`sim/disk.rs`) are in-memory [`RaftStore`]s that tell flushed from unflushed
-//!   writes. A **crash** stops the node at once (its Raft is shut down, nothing reaches it) and its
-//!   disk keeps exactly what the store contract promises: everything flushed, plus a random prefix
-//!   of the writes since the last flush. A **restart** starts a new node, with a new empty state
-//!   machine, on that surviving image, as a real process restart on the same directory would.
-//!   (sled itself is not used: in one process a dropped sled database cannot lose its unflushed
-//!   writes, so it could not test that the Raft layer flushes what it must.)
+//!   writes. A **crash** stops the node at once (nothing reaches it, its Raft is shut down, its
+//!   disk fails every later call) and the disk keeps exactly what the store contract promises:
+//!   everything flushed, plus a random prefix of the writes since the last flush. A node is
+//!   crashed either from outside ("killed", at a moment the nemesis picks) or by its disk failing
+//!   at its n-th next call (a power loss in the middle of an append, a vote, a truncation, a
+//!   snapshot: between a write and its flush). A **restart** starts a new node, with a new empty
+//!   state machine, on that surviving image, as a real process restart on the same directory
+//!   would. (sled itself is not used: in one process a dropped sled database cannot lose its
+//!   unflushed writes, so it could not test that the Raft layer flushes what it must; a harness
+//!   check with flushes made no-ops fails most seeds at once.)
 //! - **The workload**: 1-3 clients write unique ids (the command of the test state machine,
 //!   `sim/machine.rs`, which records its whole applied history) to the node they believe leads,
 //!   following `ForwardToLeader` hints, with a timeout per write. A write whose `client_write`
 //!   returned `Ok` is *acknowledged*, with its log index.
 //! - **The nemesis**, from the seed: every 0.2-2.5 s one of partition (a random minority cut off
-//!   from the rest), one-way cuts, heal, crash a node, restart a crashed node, change the link
-//!   quality (loss, delays), or trigger a snapshot. Small snapshot thresholds and a short log tail
+//!   from the rest), one-way cuts, heal, kill a node, arm a node's disk to fail, restart a crashed
+//!   node, change the link quality (loss, delays), or trigger a snapshot. Small snapshot thresholds and a short log tail
 //!   kept after snapshots make snapshots, log purges and snapshot installs happen. After the
 //!   faulty period everything is healed and every crashed node restarted.
 //!
@@ -51,15 +55,29 @@
 //!   its acknowledged index.
 //! - **Liveness.** Within 30 simulated seconds of the final heal, a write commits (so there is a
 //!   leader) and every node applies it and holds the same history up to it.
+//! - **No panics** on the simulation's thread (openraft's own assertions included: tokio would
+//!   otherwise swallow a panicking task), and each seed finishes within 30 s of real time.
 //!
 //! # Running
 //!
 //! `cargo test -p tributary-raft --test simulation` runs [`DEFAULT_SEEDS`] seeds (0, 1, 2, ...)
 //! on two threads. `TRIBUTARY_SIM_SEEDS=5000` runs more; `TRIBUTARY_SIM_SEED=1234` replays one
-//! seed and prints its event log; `TRIBUTARY_SIM_SEED_START=n` starts the seed range at `n`.
+//! seed and prints its event log; `TRIBUTARY_SIM_SEED_START=n` starts the seed range at `n`;
+//! `TRIBUTARY_SIM_STRICT=0` excuses the bug below (for bisecting an old commit).
 //!
-//! A seed fixes the cluster, the parameters, the fault schedule and every choice of the network
-//! and the clients. It does not fix everything: openraft draws its election timeouts from the
+//! # A bug found and fixed ([`KNOWN_BUG`])
+//!
+//! A follower installing a snapshot from the leader could have its log purge and its commit
+//! pointer reach the disk before the snapshot did; a crash then left a store it could not restart
+//! from (openraft's `purge_upto <= snapshot_last_log_id` assertion, or "Failed to get log
+//! entries" at start). About 4 seeds in 1000 hit it (seed 748, for one). Fixed in
+//! `src/storage.rs`: a purge beyond the stored snapshot waits until that snapshot is saved, and
+//! the commit pointer read at start is clamped to what the snapshot and the log hold. The harness
+//! still detects the state from the surviving image before restarting a node, and fails the run
+//! on it.
+//!
+//! A seed fixes the cluster, the parameters, the fault schedule, and the random streams of the
+//! network, the disks and the clients. It does not fix everything: openraft draws its election timeouts from the
 //! thread's random generator, and the storage layer flushes on tokio's blocking pool, whose
 //! threads finish in real time, so the interleaving of a replay can differ in detail. A failure
 //! found by a seed reproduces by replaying it, possibly a few times.
@@ -87,6 +105,17 @@ const DEFAULT_SEEDS: u64 = 100;
 /// How long, in simulated time, the cluster has after the final heal to elect a leader, commit a
 /// write and converge.
 const LIVENESS_BOUND: Duration = Duration::from_secs(30);
+
+/// A bug of the Raft layer this simulation found, still open: a follower that installs a
+/// snapshot from the leader gets its log purged, and its commit pointer moved, up to the
+/// snapshot's end *before* the snapshot is durable (openraft 0.9.25 runs `PurgeLog` and
+/// `save_committed` on the log store while its state-machine worker is still installing the
+/// snapshot, and `LogStorage::purge`/`save_committed` write at once; the next flush of any
+/// write makes them durable). A crash in between leaves a store the node cannot restart from.
+/// It fails the run (fixed in `src/storage.rs`); with `TRIBUTARY_SIM_STRICT=0` such a node is
+/// counted as lost (like a wiped disk) and the other checks go on without it.
+const KNOWN_BUG: &str = "known bug: purge/commit of an installed snapshot made durable before \
+                         the snapshot";
 
 /// The most real time one seed may take (normally a fraction of a second).
 const WALL_LIMIT: Duration = Duration::from_secs(30);
@@ -138,6 +167,8 @@ struct Member {
     /// The surviving disk image while the node is down.
     image: Image,
     incarnations: u32,
+    /// Lost to the known bug (see [`KNOWN_BUG`]): its disk kept a state it cannot restart from.
+    lost: bool,
 }
 
 #[derive(Debug)]
@@ -161,6 +192,8 @@ struct Cluster {
     disk_rng: Mutex<SplitMix64>,
     /// Where disks report crashing by themselves.
     crash_tx: tokio::sync::mpsc::UnboundedSender<NodeId>,
+    /// Occurrences of [`KNOWN_BUG`].
+    known: Mutex<Vec<String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -189,10 +222,16 @@ impl Cluster {
             .collect()
     }
 
+    /// Whether node `id` was lost to [`KNOWN_BUG`].
+    fn is_lost(&self, id: NodeId) -> bool {
+        lock(&self.members).get(&id).is_some_and(|m| m.lost)
+    }
+
+    /// The nodes that are down (and can restart).
     fn down_ids(&self) -> Vec<NodeId> {
         lock(&self.members)
             .iter()
-            .filter(|(_, m)| m.running.is_none())
+            .filter(|(_, m)| m.running.is_none() && !m.lost)
             .map(|(id, _)| *id)
             .collect()
     }
@@ -203,6 +242,14 @@ impl Cluster {
             let mut members = lock(&self.members);
             let member = members.entry(id).or_default();
             assert!(member.running.is_none(), "node {id} is running");
+            if let Some(problem) = member.image.restart_problem() {
+                member.lost = true;
+                drop(members);
+                let what = format!("node {id} cannot restart: {problem} ({KNOWN_BUG})");
+                self.event(&what);
+                lock(&self.known).push(what);
+                return;
+            }
             member.incarnations += 1;
             std::mem::take(&mut member.image)
         };
@@ -262,26 +309,37 @@ impl Cluster {
 
     /// Crashes node `id`: it stops at once and its disk keeps what the store contract promises.
     async fn crash(&self, id: NodeId, why: &str) {
-        let Some(running) = lock(&self.members)
-            .get_mut(&id)
-            .and_then(|m| m.running.take())
-        else {
-            return;
+        // All at once, before any await: the node may be restarted while the old incarnation's
+        // tasks wind down, and the restart must find the surviving image.
+        let running = {
+            let mut members = lock(&self.members);
+            let Some(member) = members.get_mut(&id) else {
+                return;
+            };
+            let Some(running) = member.running.take() else {
+                return;
+            };
+            self.router.disconnect(id);
+            running.watcher.abort();
+            let lost = running.disk.crash();
+            member.image = running.disk.survivor();
+            drop(members);
+            self.event(format!(
+                "crash node {id}, {why} (term {}, {lost} unflushed writes lost)",
+                running.node.term()
+            ));
+            running
         };
-        self.router.disconnect(id);
-        let lost = running.disk.crash();
-        self.event(format!(
-            "crash node {id}, {why} (term {}, {lost} unflushed writes lost)",
-            running.node.term()
-        ));
         // Every store call of the old incarnation fails from now on; stop its tasks.
         let _ = tokio::time::timeout(Duration::from_secs(10), running.node.raft().shutdown()).await;
-        running.watcher.abort();
-        lock(&self.members).get_mut(&id).expect("member").image = running.disk.survivor();
     }
 
     async fn restart(&self, id: NodeId) {
-        self.event(format!("restart node {id}"));
+        let image = lock(&self.members)
+            .get(&id)
+            .map(|m| m.image.describe())
+            .unwrap_or_default();
+        self.event(format!("restart node {id} on: {image}"));
         self.start_node(id).await;
     }
 
@@ -447,6 +505,8 @@ struct Outcome {
     events: Vec<String>,
     /// Terms with two leaders, acknowledged writes.
     counts: (usize, usize),
+    /// Occurrences of [`KNOWN_BUG`] (failures unless `TRIBUTARY_SIM_STRICT=0`).
+    known: Vec<String>,
 }
 
 thread_local! {
@@ -531,6 +591,7 @@ fn run_seed_inner(seed: u64) -> Outcome {
                     summary: String::new(),
                     events: lock(&events).clone(),
                     counts: (0, 0),
+                    known: Vec::new(),
                 },
             }
         })
@@ -551,6 +612,7 @@ fn run_seed_inner(seed: u64) -> Outcome {
                 summary: String::new(),
                 events: lock(&events).clone(),
                 counts: (0, 0),
+                known: Vec::new(),
             }
         }
     }
@@ -572,6 +634,7 @@ async fn simulate(seed: u64, events: Events) -> Outcome {
         events,
         disk_rng: Mutex::new(rng.fork()),
         crash_tx,
+        known: Mutex::new(Vec::new()),
     });
     // A disk that crashed by itself takes its node down.
     let crash_listener = {
@@ -664,6 +727,9 @@ async fn simulate(seed: u64, events: Events) -> Outcome {
                 "barrier write committed at index {index} by node {leader}"
             ));
             for &id in &ids {
+                if cluster.is_lost(id) {
+                    continue;
+                }
                 let Some(node) = cluster.node(id) else {
                     failures.push(format!("liveness: node {id} is not running after the heal"));
                     continue;
@@ -736,6 +802,15 @@ async fn simulate(seed: u64, events: Events) -> Outcome {
     }
 
     failures.extend(cluster.observer.violations());
+    let known = lock(&cluster.known).clone();
+    let lost = ids.iter().filter(|id| cluster.is_lost(**id)).count();
+    if strict() {
+        failures.extend(known.iter().cloned());
+    } else if lost * 2 >= ids.len() {
+        // Without a quorum of restartable nodes the cluster cannot recover: only the safety
+        // checks mean anything.
+        failures.retain(|f| !f.starts_with("liveness") && !f.starts_with("durability"));
+    }
 
     let (shared_terms, leader_terms) = cluster.observer.leader_terms();
     let stats = cluster.router.stats();
@@ -771,6 +846,7 @@ async fn simulate(seed: u64, events: Events) -> Outcome {
         summary,
         events,
         counts: (shared_terms, acks.len()),
+        known,
     }
 }
 
@@ -809,6 +885,11 @@ async fn commit_barrier(cluster: &Cluster, deadline: Instant) -> Option<(NodeId,
     None
 }
 
+/// Whether [`KNOWN_BUG`] fails the run: yes, unless `TRIBUTARY_SIM_STRICT=0`.
+fn strict() -> bool {
+    !std::env::var("TRIBUTARY_SIM_STRICT").is_ok_and(|v| v == "0")
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
     Some(
@@ -826,6 +907,9 @@ fn raft_survives_seeded_fault_schedules() {
         let outcome = run_seed(seed);
         println!("{}", outcome.events.join("\n"));
         println!("{}", outcome.summary);
+        for known in &outcome.known {
+            println!("seed {seed}: {known}");
+        }
         assert!(
             outcome.failures.is_empty(),
             "seed {seed} failed (replay: TRIBUTARY_SIM_SEED={seed}):\n  {}",
@@ -840,6 +924,7 @@ fn raft_survives_seeded_fault_schedules() {
     let failed: Mutex<Vec<(u64, Outcome)>> = Mutex::new(Vec::new());
     let shared_terms = AtomicU64::new(0);
     let acked = AtomicU64::new(0);
+    let known: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -852,6 +937,9 @@ fn raft_survives_seeded_fault_schedules() {
                     let outcome = run_seed(seed);
                     shared_terms.fetch_add(outcome.counts.0 as u64, Ordering::Relaxed);
                     acked.fetch_add(outcome.counts.1 as u64, Ordering::Relaxed);
+                    for what in &outcome.known {
+                        lock(&known).push((seed, what.clone()));
+                    }
                     if !outcome.failures.is_empty() {
                         lock(&failed).push((seed, outcome));
                     }
@@ -861,11 +949,17 @@ fn raft_survives_seeded_fault_schedules() {
     });
     let mut failed = failed.into_inner().unwrap_or_else(PoisonError::into_inner);
     failed.sort_by_key(|(seed, _)| *seed);
+    let mut known = known.into_inner().unwrap_or_else(PoisonError::into_inner);
+    known.sort();
+    for (seed, what) in &known {
+        println!("seed {seed} (replay: TRIBUTARY_SIM_SEED={seed}): {what}");
+    }
     println!(
-        "{count} seeds from {first} in {:?}: {} failed, {} writes acknowledged, {} terms had two \
-         leaders",
+        "{count} seeds from {first} in {:?}: {} failed, {} lost a node to the {KNOWN_BUG}, {} \
+         writes acknowledged, {} terms had two leaders",
         wall.elapsed(),
         failed.len(),
+        known.len(),
         acked.load(Ordering::Relaxed),
         shared_terms.load(Ordering::Relaxed)
     );

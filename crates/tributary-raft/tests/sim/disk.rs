@@ -27,6 +27,70 @@ pub struct Image {
     meta: BTreeMap<MetaKey, Vec<u8>>,
 }
 
+impl Image {
+    /// The `index` of the log id stored as JSON under `key`, if any.
+    fn index_of(&self, key: MetaKey) -> Option<u64> {
+        let value: serde_json::Value = serde_json::from_slice(self.meta.get(&key)?).ok()?;
+        let log_id = if key == MetaKey::SnapshotMeta {
+            &value["last_log_id"]
+        } else {
+            &value
+        };
+        log_id["index"].as_u64()
+    }
+
+    /// Why a node cannot restart from this image, if it cannot: its log was purged beyond its
+    /// snapshot, or its commit pointer is beyond what its snapshot and log hold (openraft
+    /// re-applies the committed entries after the snapshot at start).
+    pub fn restart_problem(&self) -> Option<String> {
+        let snapshot = self.index_of(MetaKey::SnapshotMeta).unwrap_or(0);
+        if let Some(purged) = self.index_of(MetaKey::LastPurged)
+            && purged > snapshot
+        {
+            return Some(format!(
+                "its log is purged up to index {purged} but its snapshot ends at index {snapshot}"
+            ));
+        }
+        if let Some(committed) = self.index_of(MetaKey::Committed)
+            && committed > snapshot
+            && (snapshot + 1..=committed).any(|i| !self.log.contains_key(&i))
+        {
+            return Some(format!(
+                "its commit pointer is at index {committed} but its snapshot ends at index \
+                 {snapshot} and its log lacks entries in between"
+            ));
+        }
+        None
+    }
+
+    /// A one-line summary: the log's range and the pointers that must agree with it.
+    pub fn describe(&self) -> String {
+        let meta = |key: MetaKey| {
+            self.meta.get(&key).map_or_else(
+                || "none".to_owned(),
+                |v| String::from_utf8_lossy(v).into_owned(),
+            )
+        };
+        let snapshot = self
+            .meta
+            .get(&MetaKey::SnapshotMeta)
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+            .map_or_else(|| "none".to_owned(), |v| v["last_log_id"].to_string());
+        let log = match (self.log.first_key_value(), self.log.last_key_value()) {
+            (Some((first, _)), Some((last, _))) => {
+                format!("{first}..={last} ({} entries)", self.log.len())
+            }
+            _ => "empty".to_owned(),
+        };
+        format!(
+            "log {log}, snapshot up to {snapshot}, committed {}, purged {}, vote {}",
+            meta(MetaKey::Committed),
+            meta(MetaKey::LastPurged),
+            meta(MetaKey::Vote)
+        )
+    }
+}
+
 /// One write call, remembered until the next flush.
 #[derive(Debug)]
 enum Write {

@@ -158,6 +158,11 @@ impl Observer {
     /// Node `node` reported `metrics`: checks that its vote never goes back (votes are durable
     /// across crashes) and that a leader holds a committed vote for itself; records leaders.
     pub fn metrics(&self, node: NodeId, metrics: &RaftMetrics) {
+        // openraft's placeholder until the node's core reports (a real report differs: a node
+        // without a membership is a learner, not a follower).
+        if *metrics == RaftMetrics::new_initial(node) {
+            return;
+        }
         let mut state = self.lock();
         let mut found = Vec::new();
         let vote = metrics.vote;
