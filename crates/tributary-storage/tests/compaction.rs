@@ -346,11 +346,14 @@ fn keyless_records_are_refused_on_compacted_logs_and_kept_by_the_cleaner() {
     // ...then compacted.
     log.set_config(compacted()).unwrap();
     match log.append_as_leader(&keyless, 1) {
-        Err(StorageError::InvalidBatch {
-            position: 0,
-            source,
-        }) => {
-            assert!(source.to_string().contains("has no key"), "{source}");
+        Err(
+            e @ StorageError::KeylessRecord {
+                position: 0,
+                record: 1,
+                offset_delta: 1,
+            },
+        ) => {
+            assert!(e.to_string().contains("has no key"), "{e}");
         }
         other => panic!("{other:?}"),
     }
