@@ -147,12 +147,7 @@ async fn keyed_records_survive_a_broker_kill_without_loss_duplication_or_reorder
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_partition_recovers_from_a_failed_batch() -> Result<()> {
     let mut cluster = Cluster::builder().coordinators(1).brokers(1).start()?;
-    let bootstrap = cluster
-        .of_kind(NodeKind::Broker)
-        .next()
-        .context("a broker")?
-        .addr()
-        .to_string();
+    let bootstrap = common::first_broker(&mut cluster)?;
     let created =
         common::create_topic(&bootstrap, "small", 1, 1, &[("max.message.bytes", "2000")]).await?;
     common::sync_brokers(std::slice::from_ref(&bootstrap), created.metadata_offset).await?;

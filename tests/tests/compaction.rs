@@ -23,12 +23,7 @@ async fn a_compacted_topic_keeps_the_latest_value_of_every_key() -> Result<()> {
         .brokers(1)
         .config(NodeKind::Broker, "log_cleaner_backoff_ms = 300\n")
         .start()?;
-    let bootstrap = cluster
-        .of_kind(NodeKind::Broker)
-        .next()
-        .context("a broker")?
-        .addr()
-        .to_string();
+    let bootstrap = common::first_broker(&mut cluster)?;
     let created = common::create_topic(
         &bootstrap,
         "compacted",

@@ -82,12 +82,7 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
             "offsets_topic_replication_factor = 1\noffsets_topic_num_partitions = 3\n",
         )
         .start()?;
-    let bootstrap = cluster
-        .of_kind(NodeKind::Broker)
-        .next()
-        .context("a broker")?
-        .addr()
-        .to_string();
+    let bootstrap = common::first_broker(&mut cluster)?;
     let created = common::create_topic(&bootstrap, "t4", 4, 1, &[]).await?;
     common::sync_brokers(std::slice::from_ref(&bootstrap), created.metadata_offset).await?;
     let producer = Producer::new(&Properties::new().set("bootstrap.servers", &bootstrap)).await?;
@@ -476,12 +471,7 @@ async fn group_protocol_rules_on_a_real_broker() -> Result<()> {
 async fn the_offsets_topic_waits_for_enough_brokers() -> Result<()> {
     // Default offsets.topic.replication.factor 3 and a single broker.
     let mut cluster = Cluster::builder().coordinators(1).brokers(1).start()?;
-    let bootstrap = cluster
-        .of_kind(NodeKind::Broker)
-        .next()
-        .context("a broker")?
-        .addr()
-        .to_string();
+    let bootstrap = common::first_broker(&mut cluster)?;
     let r = GroupClient::new(common::channel(&bootstrap)?)
         .find_coordinator(pb::FindCoordinatorRequest {
             key: "g".into(),
@@ -528,12 +518,7 @@ async fn an_empty_groups_offsets_expire_after_the_retention_time() -> Result<()>
             ),
         )
         .start()?;
-    let bootstrap = cluster
-        .of_kind(NodeKind::Broker)
-        .next()
-        .context("a broker")?
-        .addr()
-        .to_string();
+    let bootstrap = common::first_broker(&mut cluster)?;
     let created = common::create_topic(&bootstrap, "kept", 2, 1, &[]).await?;
     common::sync_brokers(std::slice::from_ref(&bootstrap), created.metadata_offset).await?;
     let admin = Admin::new(&Properties::new().set("bootstrap.servers", &bootstrap))?;

@@ -349,6 +349,23 @@ async fn produce(
     Ok(())
 }
 
+/// One poll of 200 ms; a failed poll is recorded in the history, waited out (200 ms) and
+/// returns nothing (consumers keep going through faults).
+async fn poll_logged(
+    consumer: &mut Consumer,
+    who: &str,
+    history: &History,
+) -> Vec<tributary_client::ConsumerRecord> {
+    match consumer.poll(Duration::from_millis(200)).await {
+        Ok(records) => records,
+        Err(e) => {
+            history.log(serde_json::json!({"op": "poll", "who": who, "error": e.to_string()}));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Vec::new()
+        }
+    }
+}
+
 fn record_seen(
     observed: &Shared,
     history: &History,
@@ -392,16 +409,7 @@ async fn consume_assigned(
     );
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let records = match consumer.poll(Duration::from_millis(200)).await {
-            Ok(records) => records,
-            Err(e) => {
-                history.log(
-                    serde_json::json!({"op": "poll", "who": "reader", "error": e.to_string()}),
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
+        let records = poll_logged(&mut consumer, "reader", &history).await;
         for r in records {
             let value =
                 String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
@@ -443,14 +451,7 @@ async fn consume_in_group(
     consumer.subscribe(vec![TOPIC.to_owned()])?;
     let who = format!("member-{member}");
     while !stop.load(Ordering::Relaxed) {
-        let records = match consumer.poll(Duration::from_millis(200)).await {
-            Ok(records) => records,
-            Err(e) => {
-                history.log(serde_json::json!({"op": "poll", "who": who, "error": e.to_string()}));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
+        let records = poll_logged(&mut consumer, &who, &history).await;
         for r in records {
             let value =
                 String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();

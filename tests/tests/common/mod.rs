@@ -14,6 +14,16 @@ use tributary_proto::common::v1::{Error as WireError, ErrorCode};
 use tributary_proto::coordinator::v1 as cpb;
 use tributary_proto::coordinator::v1::admin_client::AdminClient;
 
+/// The address of the cluster's first broker (a single-broker test's bootstrap server).
+pub fn first_broker(cluster: &mut tributary_tests::harness::Cluster) -> Result<String> {
+    Ok(cluster
+        .of_kind(tributary_tests::harness::NodeKind::Broker)
+        .next()
+        .context("the cluster has no broker")?
+        .addr()
+        .to_string())
+}
+
 /// A lazily connecting channel to `addr` with a 10 s request timeout (long-polls set their own).
 pub fn channel(addr: &str) -> Result<Channel> {
     Ok(
