@@ -150,6 +150,12 @@ impl Partition {
     /// Takes on the role the metadata gives this partition. A stale state (older partition
     /// epoch) is ignored. Becoming leader records the new epoch's start at the log end.
     pub fn apply_state(&self, state: &PartitionState) -> Result<(), StorageError> {
+        self.apply_state_at(state, Instant::now())
+    }
+
+    /// [`Partition::apply_state`] at time `now` (a new leader counts its followers' lag from
+    /// `now`); the replication simulation passes its simulated clock.
+    pub fn apply_state_at(&self, state: &PartitionState, now: Instant) -> Result<(), StorageError> {
         let mut role = self.role.write().unwrap_or_else(|p| p.into_inner());
         if state.partition_epoch < role.partition_epoch {
             return Ok(());
@@ -162,7 +168,6 @@ impl Partition {
             self.log
                 .assign_epoch_start_offset(state.leader_epoch, leo)?;
             self.epoch_start_offset.store(leo, Ordering::Release);
-            let now = Instant::now();
             *self.followers.lock().unwrap_or_else(|p| p.into_inner()) = state
                 .replicas
                 .iter()
@@ -723,7 +728,8 @@ impl Partition {
         let role = self.role.write().unwrap_or_else(|p| p.into_inner());
         self.check_follows(&role, leader, epoch)?;
         let before = self.log.log_end_offset();
-        let leo = if offset < before {
+        // At the log end no record goes, but the epochs starting there do.
+        let leo = if offset <= before {
             self.log
                 .truncate_to(offset)
                 .map_err(|e| storage_error(&self.tp, e))?

@@ -329,7 +329,7 @@ async fn run(
             let mut queries = Vec::new();
             for (tp, partition, epoch, _, _) in &to_truncate {
                 match partition.log().latest_epoch() {
-                    None => mark(&fetcher, tp, *epoch, |f| f.truncated = true),
+                    None => mark(&fetcher, tp, *epoch, FollowStep::Fetch),
                     Some(latest) => {
                         queries.push(pb::offsets_for_leader_epoch_request::EpochQuery {
                             topic: tp.topic.clone(),
@@ -369,29 +369,16 @@ async fn run(
                                 .map_or(ErrorCode::None, |e| e.error_code());
                             if code != ErrorCode::None {
                                 tracing::debug!(partition = %tp, error = ?end.error, "epoch lookup refused");
-                                mark(&fetcher, &tp, *epoch, |f| {
-                                    f.retry_at = Some(Instant::now() + PARTITION_RETRY)
-                                });
-                                continue;
                             }
-                            match truncate(
+                            let step = on_epoch_end(
                                 partition,
                                 fetcher.leader,
                                 *epoch,
+                                code,
                                 end.leader_epoch,
                                 end.end_offset,
-                            ) {
-                                Ok(true) => mark(&fetcher, &tp, *epoch, |f| f.truncated = true),
-                                // Cut to our end of an older epoch: ask again from there.
-                                Ok(false) => {}
-                                Err(err) if err.code == ErrorCode::FencedLeaderEpoch => {}
-                                Err(err) => {
-                                    tracing::error!(partition = %tp, error = %err.message, "truncation failed");
-                                    mark(&fetcher, &tp, *epoch, |f| {
-                                        f.retry_at = Some(Instant::now() + MAX_BACKOFF)
-                                    });
-                                }
-                            }
+                            );
+                            mark(&fetcher, &tp, *epoch, step);
                         }
                     }
                     Ok(Err(status)) => {
@@ -487,55 +474,27 @@ async fn run(
                 .error
                 .as_ref()
                 .map_or(ErrorCode::None, |e| e.error_code());
-            match code {
-                ErrorCode::None => {
-                    match partition.follower_append(
-                        fetcher.leader,
-                        *epoch,
-                        data.records,
-                        data.high_watermark,
-                    ) {
-                        Ok(()) => {}
-                        // The role moved on meanwhile: the next update re-targets it.
-                        Err(err) if err.code == ErrorCode::FencedLeaderEpoch => {}
-                        Err(err) => {
-                            tracing::warn!(partition = %tp, error = %err.message, "follower append failed; truncating again");
-                            mark(&fetcher, &tp, *epoch, |f| {
-                                f.truncated = false;
-                                f.retry_at = Some(Instant::now() + PARTITION_RETRY);
-                            });
-                        }
-                    }
-                }
-                ErrorCode::OffsetOutOfRange => {
-                    let leo = partition.log().log_end_offset();
-                    if leo < data.log_start_offset {
-                        tracing::info!(partition = %tp, leo, leader_log_start = data.log_start_offset, "behind the leader's log start; restarting the log there");
-                        if let Err(err) =
-                            partition.restart_at(fetcher.leader, *epoch, data.log_start_offset)
-                        {
-                            tracing::error!(partition = %tp, error = %err.message, "restarting the log failed");
-                            mark(&fetcher, &tp, *epoch, |f| {
-                                f.retry_at = Some(Instant::now() + MAX_BACKOFF)
-                            });
-                        }
-                    } else {
-                        mark(&fetcher, &tp, *epoch, |f| f.truncated = false);
-                    }
-                }
-                _ => {
-                    tracing::debug!(partition = %tp, error = ?data.error, "replica fetch of a partition refused");
-                    mark(&fetcher, &tp, *epoch, |f| {
-                        f.retry_at = Some(Instant::now() + PARTITION_RETRY)
-                    });
-                }
+            if !matches!(code, ErrorCode::None | ErrorCode::OffsetOutOfRange) {
+                tracing::debug!(partition = %tp, error = ?data.error, "replica fetch of a partition refused");
             }
+            let step = on_fetched(
+                partition,
+                fetcher.leader,
+                *epoch,
+                Fetched {
+                    code,
+                    records: data.records,
+                    high_watermark: data.high_watermark,
+                    log_start_offset: data.log_start_offset,
+                },
+            );
+            mark(&fetcher, &tp, *epoch, step);
         }
     }
 }
 
-/// Applies `change` to the follow state of `tp` if it still follows the same epoch.
-fn mark(fetcher: &Fetcher, tp: &TopicPartition, epoch: i32, change: impl FnOnce(&mut Follow)) {
+/// Applies `step` to the follow state of `tp` if it still follows the same epoch.
+fn mark(fetcher: &Fetcher, tp: &TopicPartition, epoch: i32, step: FollowStep) {
     if let Some(f) = fetcher
         .follows
         .lock()
@@ -543,14 +502,127 @@ fn mark(fetcher: &Fetcher, tp: &TopicPartition, epoch: i32, change: impl FnOnce(
         .get_mut(tp)
         .filter(|f| f.epoch == epoch)
     {
-        change(f);
+        match step {
+            FollowStep::Fetch => f.truncated = true,
+            FollowStep::AskAgain | FollowStep::Unchanged => {}
+            FollowStep::RetryAfter(wait) => f.retry_at = Some(Instant::now() + wait),
+            FollowStep::Retruncate(wait) => {
+                f.truncated = false;
+                f.retry_at = (!wait.is_zero()).then(|| Instant::now() + wait);
+            }
+        }
+    }
+}
+
+/// What a follower does next with one partition, after the leader answered about it. The
+/// fetcher task (over gRPC) and the replication simulation (tests/replication_sim.rs) both
+/// drive followers through [`on_epoch_end`] and [`on_fetched`], so the simulation tests the
+/// follower's real decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowStep {
+    /// The log agrees with the leader's: fetch (from the log end offset).
+    Fetch,
+    /// The log was cut to the end of an older epoch: ask the leader about its new latest
+    /// epoch (Kafka's KIP-279 loop).
+    AskAgain,
+    /// The partition's role moved on meanwhile; the next metadata update re-targets it.
+    Unchanged,
+    /// Try the same step again after this long.
+    RetryAfter(Duration),
+    /// Truncate against the leader again (after this long; zero: at once).
+    Retruncate(Duration),
+}
+
+/// A follower learns where the leader's log holds epoch `leader_epoch` (up to `end_offset`),
+/// answering the question about its own latest epoch, or the leader's refusal `code`.
+pub fn on_epoch_end(
+    partition: &Partition,
+    leader: BrokerId,
+    following_epoch: i32,
+    code: ErrorCode,
+    leader_epoch: i32,
+    end_offset: i64,
+) -> FollowStep {
+    if code != ErrorCode::None {
+        return FollowStep::RetryAfter(PARTITION_RETRY);
+    }
+    match truncate(partition, leader, following_epoch, leader_epoch, end_offset) {
+        Ok(true) => FollowStep::Fetch,
+        Ok(false) => FollowStep::AskAgain,
+        Err(err) if err.code == ErrorCode::FencedLeaderEpoch => FollowStep::Unchanged,
+        Err(err) => {
+            tracing::error!(partition = %partition.tp, error = %err.message, "truncation failed");
+            FollowStep::RetryAfter(MAX_BACKOFF)
+        }
+    }
+}
+
+/// One partition of a leader's answer to a replica fetch.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The leader's error code for this partition (`None`: data follows).
+    pub code: ErrorCode,
+    /// Whole batches from the fetch offset, as the leader stores them.
+    pub records: bytes::Bytes,
+    /// The leader's high watermark.
+    pub high_watermark: i64,
+    /// The leader's log start offset.
+    pub log_start_offset: i64,
+}
+
+/// A follower takes the leader's answer to its fetch of one partition: appends the batches
+/// unchanged and learns the high watermark, restarts its log at the leader's log start if it
+/// fell behind it, or decides to truncate again.
+pub fn on_fetched(
+    partition: &Partition,
+    leader: BrokerId,
+    following_epoch: i32,
+    fetched: Fetched,
+) -> FollowStep {
+    let tp = &partition.tp;
+    match fetched.code {
+        ErrorCode::None => match partition.follower_append(
+            leader,
+            following_epoch,
+            fetched.records,
+            fetched.high_watermark,
+        ) {
+            Ok(()) => FollowStep::Fetch,
+            // The role moved on meanwhile: the next update re-targets it.
+            Err(err) if err.code == ErrorCode::FencedLeaderEpoch => FollowStep::Unchanged,
+            Err(err) => {
+                tracing::warn!(partition = %tp, error = %err.message, "follower append failed; truncating again");
+                FollowStep::Retruncate(PARTITION_RETRY)
+            }
+        },
+        ErrorCode::OffsetOutOfRange => {
+            let leo = partition.log().log_end_offset();
+            if leo < fetched.log_start_offset {
+                tracing::info!(partition = %tp, leo, leader_log_start = fetched.log_start_offset, "behind the leader's log start; restarting the log there");
+                match partition.restart_at(leader, following_epoch, fetched.log_start_offset) {
+                    Ok(()) => FollowStep::Fetch,
+                    Err(err) if err.code == ErrorCode::FencedLeaderEpoch => FollowStep::Unchanged,
+                    Err(err) => {
+                        tracing::error!(partition = %tp, error = %err.message, "restarting the log failed");
+                        FollowStep::RetryAfter(MAX_BACKOFF)
+                    }
+                }
+            } else {
+                FollowStep::Retruncate(Duration::ZERO)
+            }
+        }
+        _ => FollowStep::RetryAfter(PARTITION_RETRY),
     }
 }
 
 /// KIP-101/279: the leader's log holds epoch `leader_epoch` up to `leader_end`; cut this log
 /// where it stops agreeing. Returns whether the log now agrees with the leader's; `false`
 /// when it was cut to the end of an older epoch of ours (the leader never had our epoch), so
-/// the leader must be asked again about our new latest epoch (Kafka's loop).
+/// the leader must be asked again about our new latest epoch (Kafka's loop). Each such round
+/// drops at least our latest epoch, even one that holds no record (an epoch this broker began
+/// as leader at its log end and wrote nothing in), so the loop ends; keeping that empty epoch
+/// would make the follower ask about it forever, or take its log for agreeing with the
+/// leader's when records of an older epoch below it do not.
 fn truncate(
     partition: &Partition,
     leader: BrokerId,
@@ -575,10 +647,10 @@ fn truncate(
             (log.log_start_offset(), true)
         }
     };
-    if target < leo {
+    if target < leo || !done {
         partition.truncate_to(leader, following_epoch, target)?;
     }
-    Ok(done || target >= leo)
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -680,6 +752,62 @@ mod tests {
             0,
             "whole batches: the 5-record batch goes"
         );
+    }
+
+    /// A fresh partition on broker 1 holding `["a", "b", "c"]` in epoch 0, which then led
+    /// epoch `empty` from offset 3 without writing, and now follows broker 2 at `following`.
+    fn with_an_empty_latest_epoch(dir: &std::path::Path, empty: i32, following: i32) -> Partition {
+        let log = Log::open(dir, LogConfig::default(), LogResources::new(16)).unwrap();
+        let p = Partition::new(
+            TopicPartition::new("t", 0),
+            uuid::Uuid::nil(),
+            1,
+            log,
+            Arc::new(tokio::sync::watch::channel(0).0),
+        );
+        p.apply_state(&state(1, 0, 0)).unwrap();
+        p.append(&batch(&["a", "b", "c"]), None).unwrap();
+        p.apply_state(&state(1, empty, 1)).unwrap();
+        p.apply_state(&state(2, following, 2)).unwrap();
+        assert_eq!(p.log().epoch_entries(), vec![(0, 0), (empty, 3)]);
+        p
+    }
+
+    #[test]
+    fn an_empty_latest_epoch_does_not_hide_a_divergence_below_it() {
+        // Found by the replication simulation (seed 344): we hold epochs 0 (0..3) and 1
+        // (3..5) and then led epoch 3 from offset 5 without writing. The leader never had our
+        // epoch-1 records: it holds epoch 0 (0..3), then epoch 2 from 3.
+        let tmp = tempfile::tempdir().unwrap();
+        let p = diverged(tmp.path());
+        p.apply_state(&state(1, 3, 3)).unwrap();
+        p.apply_state(&state(2, 4, 4)).unwrap();
+        assert_eq!(p.log().epoch_entries(), vec![(0, 0), (1, 3), (3, 5)]);
+        // Asked about our epoch 3, the leader answers with its epoch 2 (ending at 9, say). We
+        // never had epoch 2: cut to the end of our epoch 1, which is our log end (5). Nothing
+        // is cut, but our empty epoch 3 must go and the leader must be asked again; before the
+        // fix the log was taken to agree, and offsets 3..5 stayed different from the leader's.
+        assert!(!truncate(&p, 2, 4, 2, 9).unwrap(), "ask again");
+        assert_eq!(p.log().log_end_offset(), 5);
+        assert_eq!(p.log().latest_epoch(), Some(1), "the empty epoch 3 is gone");
+        // Asked about epoch 1, the leader answers epoch 0 ending at 3: cut there, done.
+        assert!(truncate(&p, 2, 4, 0, 3).unwrap());
+        assert_eq!(p.log().log_end_offset(), 3);
+        assert_eq!(p.log().latest_epoch(), Some(0));
+    }
+
+    #[test]
+    fn an_empty_epoch_the_leader_never_had_is_dropped_and_asked_about_again() {
+        // We hold epoch 0 (0..3) and an empty epoch 2 at 3. The leader's largest epoch at or
+        // below 2 is 1 (ending at 9): we never had it, so we cut to the end of our epoch 0 (our
+        // log end, nothing cut), drop the empty epoch, and ask about epoch 0.
+        let tmp = tempfile::tempdir().unwrap();
+        let p = with_an_empty_latest_epoch(tmp.path(), 2, 5);
+        assert!(!truncate(&p, 2, 5, 1, 9).unwrap(), "ask again");
+        assert_eq!(p.log().epoch_entries(), vec![(0, 0)]);
+        // The leader's epoch 0 ends at 2: the 3-record batch straddles it and goes.
+        assert!(truncate(&p, 2, 5, 0, 2).unwrap());
+        assert_eq!(p.log().log_end_offset(), 0);
     }
 
     #[test]

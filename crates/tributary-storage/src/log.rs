@@ -911,8 +911,11 @@ impl Log {
     }
 
     /// Removes every batch from the one holding `offset` on (replica divergence after a
-    /// failover). A batch that straddles `offset` is removed whole, so the new log end offset
-    /// may be below `offset`. Returns the new log end offset.
+    /// failover), and every leader epoch that starts at or after the new log end. A batch that
+    /// straddles `offset` is removed whole, so the new log end offset may be below `offset`.
+    /// Truncating to the log end offset removes no record but still drops the epochs that
+    /// start there (an epoch begun by a leader that wrote nothing: a follower must forget it,
+    /// or it keeps asking its leader about it). Returns the new log end offset.
     pub fn truncate_to(&self, offset: i64) -> Result<i64> {
         let mut state = self.write_state()?;
         self.truncate_to_locked(&mut state, offset)
@@ -921,6 +924,9 @@ impl Log {
     fn truncate_to_locked(&self, state: &mut State, offset: i64) -> Result<i64> {
         let cache = &self.resources.files;
         if offset >= state.log_end_offset() {
+            if offset == state.log_end_offset() {
+                state.epochs.truncate_from_end(offset)?;
+            }
             return Ok(state.log_end_offset());
         }
         if offset <= state.log_start_offset {

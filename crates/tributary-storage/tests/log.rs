@@ -270,6 +270,13 @@ fn truncation_removes_whole_batches_and_epochs_past_the_point() {
     let log = env.open(small_config());
     assert_eq!(log.log_end_offset(), 32);
     assert_eq!(log.epoch_entries(), vec![(1, 0), (3, 30)]);
+    // An epoch begun at the log end with nothing written (a leader that wrote nothing) goes
+    // when the log is truncated to its end; a truncation past the end changes nothing.
+    log.assign_epoch_start_offset(4, 32).unwrap();
+    assert_eq!(log.truncate_to(33).unwrap(), 32);
+    assert_eq!(log.epoch_entries(), vec![(1, 0), (3, 30), (4, 32)]);
+    assert_eq!(log.truncate_to(32).unwrap(), 32);
+    assert_eq!(log.epoch_entries(), vec![(1, 0), (3, 30)]);
     // Truncating to the log start empties the log.
     log.truncate_to(0).unwrap();
     assert_eq!(log.log_end_offset(), 0);

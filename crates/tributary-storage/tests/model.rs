@@ -214,7 +214,10 @@ fn run(ops: Vec<Op>, segment_bytes: u32, index_interval_bytes: u32) -> Result<()
                 let offset = model.pick(at);
                 subject.log().truncate_to(offset).unwrap();
                 if offset >= model.log_end {
-                    // Nothing to remove.
+                    // No record to remove; epochs starting at the log end go.
+                    if offset == model.log_end {
+                        model.epochs.retain(|&(_, s)| s < offset);
+                    }
                 } else if offset <= model.log_start {
                     model.batches.clear();
                     model.log_start = offset;
