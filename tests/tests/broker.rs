@@ -427,9 +427,12 @@ async fn a_broker_cut_off_from_the_coordinators_stops_leading_by_itself() -> Res
         .coordinators(3)
         .brokers(3)
         .config(NodeKind::Coordinator, "broker_session_timeout_ms = 3000\n")
+        // The brokers keep their default session timeout (9 s): the coordinators' shorter one,
+        // learned at registration, must govern, or the broker would lead on for 6 s after the
+        // controller may have fenced it.
         .config(
             NodeKind::Broker,
-            "broker_session_timeout_ms = 3000\nbroker_heartbeat_interval_ms = 500\n\
+            "broker_heartbeat_interval_ms = 500\n\
              auto_create_topics_enable = true\nnum_partitions = 2\n",
         )
         .start()?;
@@ -485,6 +488,18 @@ async fn a_broker_cut_off_from_the_coordinators_stops_leading_by_itself() -> Res
     let refused = refused?;
     let message = refused.error.map(|e| e.message).unwrap_or_default();
     assert!(message.contains("no heartbeat acknowledged"), "{message}");
+    // "... acknowledged by the coordinators for N ms; ...": refused past the coordinators'
+    // 3 s, well before the broker's own 9 s.
+    let silent_ms: u64 = message
+        .split(" for ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {message:?}"));
+    assert!(
+        (3_000..9_000).contains(&silent_ms),
+        "refused after {silent_ms} ms without a heartbeat: the controller's 3 s session timeout should govern, not the broker's 9 s ({message})"
+    );
 
     // Back in touch: it leads again (possibly at a new epoch) and accepts writes.
     let written = eventually("the partition to accept writes again", WAIT, || async {

@@ -385,9 +385,9 @@ async fn report_health(
 ) {
     let mut serving = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
-    let session = manager.config().session_timeout();
     loop {
         ticker.tick().await;
+        let session = manager.session_timeout();
         let now = manager.is_ready()
             && manager.is_running_in_image()
             && manager.since_heartbeat().is_some_and(|d| d <= session);

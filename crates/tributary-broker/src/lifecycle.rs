@@ -29,6 +29,9 @@ pub struct Lifecycle {
     registered: watch::Sender<Option<u64>>,
     want_shutdown: AtomicBool,
     shutdown_ready: watch::Sender<bool>,
+    /// Whether the last heartbeat found no acknowledgement within the session timeout (the
+    /// broker has stopped leading; logged once per episode).
+    cut_off: AtomicBool,
 }
 
 impl Lifecycle {
@@ -41,6 +44,7 @@ impl Lifecycle {
             registered: watch::channel(None).0,
             want_shutdown: AtomicBool::new(false),
             shutdown_ready: watch::channel(false).0,
+            cut_off: AtomicBool::new(false),
         }
     }
 
@@ -105,6 +109,7 @@ impl Lifecycle {
                         self.epoch.store(response.broker_epoch, Ordering::Release);
                         self.manager.set_broker_epoch(response.broker_epoch);
                         self.manager.heartbeat_acknowledged(sent);
+                        self.take_session_timeout(response.session_timeout_ms);
                         self.registered.send_replace(Some(response.metadata_offset));
                         tracing::info!(epoch = response.broker_epoch, metadata_offset = response.metadata_offset, incarnation = %self.incarnation, "registered with the coordinators");
                         return;
@@ -135,12 +140,23 @@ impl Lifecycle {
         };
         let sent = self.manager.heartbeat_sent();
         let (i, channel) = self.manager.coordinators().pick();
+        let timeout = timeout.max(Duration::from_millis(500));
         let mut call = tonic::Request::new(request);
-        call.set_timeout(timeout.max(Duration::from_millis(500)));
-        match BrokerLifecycleClient::new(channel)
-            .broker_heartbeat(call)
-            .await
-        {
+        call.set_timeout(timeout);
+        // Bounded here too (the header only bounds the server): a heartbeat whose answer is
+        // lost must not hold up the next ones, or a broker would stay fenced long after its
+        // link to the coordinators came back.
+        let answer = tokio::time::timeout(
+            timeout,
+            BrokerLifecycleClient::new(channel).broker_heartbeat(call),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(
+                "no answer to the heartbeat",
+            ))
+        });
+        match answer {
             Ok(response) => {
                 let response = response.into_inner();
                 match response
@@ -150,6 +166,7 @@ impl Lifecycle {
                 {
                     ErrorCode::None => {
                         self.manager.heartbeat_acknowledged(sent);
+                        self.take_session_timeout(response.session_timeout_ms);
                         if response.shutdown_ready {
                             self.shutdown_ready.send_replace(true);
                         }
@@ -165,6 +182,38 @@ impl Lifecycle {
                 tracing::debug!(coordinator = self.manager.coordinators().address(i), error = %status.message(), "heartbeat failed");
                 self.manager.coordinators().rotate(i);
             }
+        }
+        self.note_cut_off();
+    }
+
+    fn take_session_timeout(&self, ms: u64) {
+        if self.manager.controller_session_timeout(ms) {
+            tracing::info!(
+                session_timeout_ms = self.manager.session_timeout().as_millis() as u64,
+                controller_ms = ms,
+                configured_ms = self.manager.config().broker_session_timeout_ms,
+                "fencing itself after the controller's session timeout (the shorter of it and this broker's)"
+            );
+        }
+    }
+
+    /// Logs when the broker's heartbeats stop being acknowledged for the session timeout (it
+    /// stops leading: `ReplicaManager::self_fence`) and when they are again.
+    fn note_cut_off(&self) {
+        let session = self.manager.session_timeout();
+        let since = self.manager.since_heartbeat();
+        let cut_off = since.is_some_and(|s| s > session);
+        let was = self.cut_off.swap(cut_off, Ordering::AcqRel);
+        if cut_off && !was {
+            tracing::warn!(
+                since_ms = since.map_or(0, |s| s.as_millis() as u64),
+                session_timeout_ms = session.as_millis() as u64,
+                "no heartbeat acknowledged by the coordinators within the session timeout: this broker stops leading until they answer (the controller fences it)"
+            );
+        } else if was && !cut_off {
+            tracing::info!(
+                "heartbeats acknowledged again: this broker may lead once the controller unfences it"
+            );
         }
     }
 

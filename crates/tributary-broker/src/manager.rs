@@ -60,6 +60,9 @@ pub struct ReplicaManager {
     ready: AtomicBool,
     /// When a heartbeat was last acknowledged (ms since `started`), 0 = never.
     last_heartbeat_ms: AtomicU64,
+    /// The session timeout this broker fences itself by: its own `broker.session.timeout.ms`,
+    /// lowered to the controller's once a coordinator has said it.
+    session_timeout_ms: AtomicU64,
     /// This process's registration epoch (0 before registering).
     broker_epoch: AtomicU64,
     /// The block of producer ids this broker hands out: next, end (exclusive).
@@ -78,6 +81,7 @@ impl ReplicaManager {
         dirs::remove_deleted_leftovers(data_dir.path())?;
         let on_disk = data_dir.scan()?;
         let hw_checkpoint = data_dir.read_hw_checkpoint()?;
+        let session_timeout_ms = config.broker_session_timeout_ms;
         Ok(Self {
             hw_checkpoint: Mutex::new(hw_checkpoint),
             me: config.broker_id,
@@ -94,6 +98,7 @@ impl ReplicaManager {
             reconciled: watch::channel(0).0,
             ready: AtomicBool::new(false),
             last_heartbeat_ms: AtomicU64::new(0),
+            session_timeout_ms: AtomicU64::new(session_timeout_ms),
             broker_epoch: AtomicU64::new(0),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             started: Instant::now(),
@@ -159,6 +164,22 @@ impl ReplicaManager {
             .fetch_max(ms.max(1), Ordering::AcqRel);
     }
 
+    /// The session timeout after which this broker stops leading (see `self_fence`).
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.session_timeout_ms.load(Ordering::Acquire))
+    }
+
+    /// Takes the controller's `broker.session.timeout.ms` (from a registration or heartbeat
+    /// answer): the broker must stop leading no later than the controller may fence it, so a
+    /// shorter value than its own wins. Returns whether it changed.
+    pub fn controller_session_timeout(&self, ms: u64) -> bool {
+        if ms == 0 {
+            return false; // not said (an older coordinator)
+        }
+        let wanted = ms.min(self.config.broker_session_timeout_ms);
+        self.session_timeout_ms.swap(wanted, Ordering::AcqRel) != wanted
+    }
+
     /// How long since the last acknowledged heartbeat (`None`: never).
     pub fn since_heartbeat(&self) -> Option<Duration> {
         match self.last_heartbeat_ms.load(Ordering::Acquire) {
@@ -181,7 +202,7 @@ impl ReplicaManager {
 
     pub(crate) fn self_fence(&self) -> Result<(), PartitionError> {
         match self.since_heartbeat() {
-            Some(since) if since <= self.config.session_timeout() => {}
+            Some(since) if since <= self.session_timeout() => {}
             since => {
                 return Err(PartitionError::new(
                     ErrorCode::NotLeaderOrFollower,

@@ -71,6 +71,7 @@ impl BrokerLifecycle for BrokerLifecycleService {
             Ok(id) => id,
             Err(err) => {
                 return Ok(Response::new(pb::RegisterBrokerResponse {
+                    session_timeout_ms: self.0.config.broker_session_timeout_ms,
                     error: refused(&err),
                     ..Default::default()
                 }));
@@ -86,17 +87,20 @@ impl BrokerLifecycle for BrokerLifecycleService {
             Ok((offset, RecordResult::BrokerRegistered { epoch })) => {
                 self.0.heard_from(req.broker_id);
                 pb::RegisterBrokerResponse {
+                    session_timeout_ms: self.0.config.broker_session_timeout_ms,
                     error: ok(),
                     broker_epoch: epoch,
                     metadata_offset: offset,
                 }
             }
             Ok((offset, _)) => pb::RegisterBrokerResponse {
+                session_timeout_ms: self.0.config.broker_session_timeout_ms,
                 error: ok(),
                 broker_epoch: offset,
                 metadata_offset: offset,
             },
             Err(WriteError::Refused(err)) => pb::RegisterBrokerResponse {
+                session_timeout_ms: self.0.config.broker_session_timeout_ms,
                 error: refused(&err),
                 ..Default::default()
             },
@@ -120,6 +124,7 @@ impl BrokerLifecycle for BrokerLifecycleService {
             Ok(broker) => broker,
             Err(err) => {
                 return Ok(Response::new(pb::BrokerHeartbeatResponse {
+                    session_timeout_ms: self.0.config.broker_session_timeout_ms,
                     error: refused(&err),
                     fenced: true,
                     ..Default::default()
@@ -146,6 +151,7 @@ impl BrokerLifecycle for BrokerLifecycleService {
                 Ok(_) => self.0.run_elections().await,
                 Err(WriteError::Refused(err)) => {
                     return Ok(Response::new(pb::BrokerHeartbeatResponse {
+                        session_timeout_ms: self.0.config.broker_session_timeout_ms,
                         error: refused(&err),
                         fenced: true,
                         ..Default::default()
@@ -163,6 +169,7 @@ impl BrokerLifecycle for BrokerLifecycleService {
             (state, leads_any, image.offset)
         });
         Ok(Response::new(pb::BrokerHeartbeatResponse {
+            session_timeout_ms: self.0.config.broker_session_timeout_ms,
             error: ok(),
             fenced: state != Some(BrokerState::Running),
             shutdown_ready: state == Some(BrokerState::ControlledShutdown) && !leads_any,
