@@ -1,7 +1,8 @@
 //! Where the cluster runs and how faults reach it.
 //!
 //! - [`Backend::Process`]: the harness's processes on loopback; kill -9, SIGSTOP/SIGCONT and
-//!   restarts act on the processes, network faults on the proxies of [`crate::proxy`].
+//!   restarts act on the processes, network faults on the proxies of [`crate::proxy`] (one per
+//!   broker-to-broker and per broker-to-coordinator link).
 //! - [`Backend::Docker`]: `deploy/docker-compose.yml` (3 coordinators, 3 brokers on a private
 //!   network); `docker kill`/`start`/`pause`, and network faults as iptables rules applied from
 //!   the host inside each container's network namespace (`nsenter`), which can also cut one
@@ -43,14 +44,16 @@ pub enum Backend {
 
 impl Backend {
     /// Starts 3 coordinators and 3 brokers as processes under `root`, with every
-    /// broker-to-broker link through a proxy; `broker_config` is added to every broker's.
+    /// broker-to-broker and broker-to-coordinator link through a proxy; `broker_config` is
+    /// added to every broker's.
     pub async fn process(
         root: &Path,
         coordinator_config: &str,
         broker_config: &str,
     ) -> Result<Self> {
-        let (net, link_configs) = crate::proxy::network(3).await?;
-        let mut builder = Cluster::builder();
+        let (net, link_configs, route) = crate::proxy::network(3, &[101, 102, 103]).await?;
+        let mut builder = Cluster::builder()
+            .route_coordinators(move |broker, coordinators| route.route(broker, coordinators));
         for (id, config) in link_configs {
             builder = builder.node_config(NodeKind::Broker, id, config);
         }
@@ -190,6 +193,32 @@ impl Backend {
                         Backend::Docker(c) => {
                             c.drop_from(Node::Broker(*x), Node::Broker(*y))?;
                             c.drop_from(Node::Broker(*y), Node::Broker(*x))?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Cuts `broker` off from every coordinator, both ways; with `answers_only`, only what the
+    /// coordinators send it is lost (its heartbeats still arrive).
+    pub fn cut_from_coordinators(&self, broker: u64, answers_only: bool) -> Result<()> {
+        blocking(|| {
+            for coordinator in 101..=103 {
+                match self {
+                    Backend::Process { net, .. } => {
+                        let state = if answers_only {
+                            LinkState::OneWay
+                        } else {
+                            LinkState::Cut
+                        };
+                        net.set(broker, coordinator, state);
+                    }
+                    Backend::Docker(c) => {
+                        c.drop_from(Node::Broker(broker), Node::Coordinator(coordinator))?;
+                        if !answers_only {
+                            c.drop_from(Node::Coordinator(coordinator), Node::Broker(broker))?;
                         }
                     }
                 }

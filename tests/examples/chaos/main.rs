@@ -71,6 +71,8 @@ const IN_FLIGHT: usize = 16;
 const HEAL_BOUND: Duration = Duration::from_secs(60);
 /// `replica_lag_time_max_ms` of the brokers; pauses last longer than this.
 const REPLICA_LAG_MS: u64 = 3000;
+/// `broker_session_timeout_ms` of the coordinators; cuts from the coordinators last longer.
+const SESSION_MS: u64 = 4000;
 
 // ---- Arguments and the seeded schedule --------------------------------------------------------
 
@@ -88,10 +90,11 @@ enum Fault {
     Bridge,
     GroupCoordinator,
     LastReplica,
+    CoordinatorCut,
 }
 
 impl Fault {
-    const ALL: [Fault; 12] = [
+    const ALL: [Fault; 13] = [
         Fault::KillBroker,
         Fault::KillLeader,
         Fault::Pause,
@@ -104,6 +107,7 @@ impl Fault {
         Fault::Bridge,
         Fault::GroupCoordinator,
         Fault::LastReplica,
+        Fault::CoordinatorCut,
     ];
 
     fn name(self) -> &'static str {
@@ -120,6 +124,7 @@ impl Fault {
             Fault::Bridge => "bridge",
             Fault::GroupCoordinator => "group-coordinator",
             Fault::LastReplica => "last-replica",
+            Fault::CoordinatorCut => "coordinator-cut",
         }
     }
 }
@@ -644,6 +649,32 @@ async fn inject(
                 "cut broker {leader} (leader of {TOPIC}-{p}) off from its followers, not from the coordinators, for {cut:?}"
             )
         }
+        Fault::CoordinatorCut => {
+            // The reverse of isolate-leader: a leader still reaches its followers but not the
+            // coordinators (or only its answers are lost: its heartbeats arrive, their
+            // acknowledgements do not). It must stop leading by itself (self-fencing), the
+            // controller fence it and elect another ISR member, and no acknowledged write go.
+            let leaders = partition_leaders(admin).await?;
+            let p = rng.below(PARTITIONS as u64) as usize;
+            let Some(leader) = leaders[p] else {
+                return Ok(format!("{TOPIC}-{p} has no leader"));
+            };
+            let leader = u64::try_from(leader)?;
+            let answers_only = rng.below(3) == 0;
+            let cut = rng.millis(SESSION_MS + 1000, SESSION_MS + 5000);
+            backend.cut_from_coordinators(leader, answers_only)?;
+            tokio::time::sleep(cut).await;
+            backend.heal_network()?;
+            if answers_only {
+                format!(
+                    "the coordinators' answers to broker {leader} (leader of {TOPIC}-{p}) lost for {cut:?}; its requests still arrived"
+                )
+            } else {
+                format!(
+                    "cut broker {leader} (leader of {TOPIC}-{p}) off from every coordinator, not from its followers, for {cut:?}"
+                )
+            }
+        }
         Fault::OneWay => {
             let leaders = partition_leaders(admin).await?;
             let p = rng.below(PARTITIONS as u64) as usize;
@@ -974,7 +1005,7 @@ async fn run() -> Result<bool> {
         args.out.display()
     );
     // Short failure detection, so that more faults fit in a run.
-    let coordinator_settings = [("broker_session_timeout_ms", "4000".to_owned())];
+    let coordinator_settings = [("broker_session_timeout_ms", SESSION_MS.to_string())];
     let broker_settings = [
         ("broker_heartbeat_interval_ms", "1000".to_owned()),
         ("replica_lag_time_max_ms", REPLICA_LAG_MS.to_string()),

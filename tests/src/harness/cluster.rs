@@ -119,6 +119,19 @@ pub struct ClusterBuilder {
     env: Vec<(OsString, OsString)>,
     start_timeout: Duration,
     metrics: bool,
+    coordinator_route: Option<CoordinatorRoute>,
+}
+
+/// Which coordinator addresses a broker is given: from the broker's id and the coordinators'
+/// `(id, address)` pairs (see [`ClusterBuilder::route_coordinators`]).
+type RouteFn = dyn Fn(u64, &[(u64, String)]) -> Vec<(u64, String)> + Send + Sync;
+
+struct CoordinatorRoute(Box<RouteFn>);
+
+impl std::fmt::Debug for CoordinatorRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CoordinatorRoute")
+    }
 }
 
 impl Default for ClusterBuilder {
@@ -134,6 +147,7 @@ impl Default for ClusterBuilder {
             env: Vec::new(),
             start_timeout: Duration::from_secs(60),
             metrics: false,
+            coordinator_route: None,
         }
     }
 }
@@ -191,6 +205,18 @@ impl ClusterBuilder {
     /// (keys must not repeat between the two).
     pub fn node_config(mut self, kind: NodeKind, id: u64, toml: impl Into<String>) -> Self {
         self.node_configs.insert((kind, id), toml.into());
+        self
+    }
+
+    /// Decides which coordinator addresses each broker is given (`--coordinators`): `route` gets
+    /// the broker's id and the coordinators' `(id, address)` pairs once they serve, and returns
+    /// the pairs for that broker; a fault-injecting proxy in front of each link is the use
+    /// (the chaos suite cuts one broker off from the coordinators that way).
+    pub fn route_coordinators(
+        mut self,
+        route: impl Fn(u64, &[(u64, String)]) -> Vec<(u64, String)> + Send + Sync + 'static,
+    ) -> Self {
+        self.coordinator_route = Some(CoordinatorRoute(Box::new(route)));
         self
     }
 
@@ -325,7 +351,10 @@ impl Cluster {
                     self.root.join(kind.node_name(*id)),
                     *listen,
                 );
-                spec.coordinators.clone_from(&coordinators);
+                spec.coordinators = match (kind, &builder.coordinator_route) {
+                    (NodeKind::Broker, Some(route)) => (route.0)(*id, &coordinators),
+                    _ => coordinators.clone(),
+                };
                 spec.config = match (
                     builder.configs.get(&kind),
                     builder.node_configs.get(&(kind, *id)),
