@@ -37,6 +37,9 @@ pub enum Backend {
     Process {
         cluster: Arc<Mutex<Cluster>>,
         net: Network,
+        /// Each broker's data directory on a small file system of its own, where mounting one
+        /// is possible (root): the disk-full fault fills it. Dropped after the cluster.
+        disks: BTreeMap<u64, Tmpfs>,
     },
     /// The Compose cluster.
     Docker(Compose),
@@ -52,6 +55,23 @@ impl Backend {
         broker_config: &str,
     ) -> Result<Self> {
         let (net, link_configs, route) = crate::proxy::network(3, &[101, 102, 103]).await?;
+        let mut disks = BTreeMap::new();
+        for id in 1..=3 {
+            let data = root.join(NodeKind::Broker.node_name(id)).join("data");
+            std::fs::create_dir_all(&data)
+                .with_context(|| format!("creating {}", data.display()))?;
+            match Tmpfs::mount(&data, DISK_BYTES) {
+                Some(disk) => {
+                    disks.insert(id, disk);
+                }
+                None => {
+                    println!(
+                        "chaos: cannot mount a tmpfs here (not root?): the disk-full fault will be skipped"
+                    );
+                    break;
+                }
+            }
+        }
         let mut builder = Cluster::builder()
             .route_coordinators(move |broker, coordinators| route.route(broker, coordinators));
         for (id, config) in link_configs {
@@ -67,6 +87,7 @@ impl Backend {
         Ok(Backend::Process {
             cluster: Arc::new(Mutex::new(cluster)),
             net,
+            disks,
         })
     }
 
@@ -201,6 +222,27 @@ impl Backend {
         })
     }
 
+    /// Fills `broker`'s data file system to the last byte (a file of zeros beside its logs);
+    /// returns the bytes written, or `None` where the data directory has no file system of its
+    /// own (docker mode, or no tmpfs could be mounted).
+    pub fn fill_disk(&self, broker: u64) -> Result<Option<u64>> {
+        blocking(|| match self {
+            Backend::Process { disks, .. } => match disks.get(&broker) {
+                Some(disk) => disk.fill().map(Some),
+                None => Ok(None),
+            },
+            Backend::Docker(_) => Ok(None),
+        })
+    }
+
+    /// Removes what [`Backend::fill_disk`] wrote.
+    pub fn free_disk(&self, broker: u64) -> Result<()> {
+        blocking(|| match self {
+            Backend::Process { disks, .. } => disks.get(&broker).map_or(Ok(()), Tmpfs::free),
+            Backend::Docker(_) => Ok(()),
+        })
+    }
+
     /// Cuts `broker` off from every coordinator, both ways; with `answers_only`, only what the
     /// coordinators send it is lost (its heartbeats still arrive).
     pub fn cut_from_coordinators(&self, broker: u64, answers_only: bool) -> Result<()> {
@@ -311,6 +353,70 @@ impl Backend {
                 Ok(dirs)
             }
         })
+    }
+}
+
+/// The size of each broker's data file system in process mode: far more than a run writes.
+const DISK_BYTES: u64 = 256 << 20;
+
+/// A tmpfs mounted on a directory (unmounted when dropped).
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    const FILLER: &'static str = "chaos-disk-filler";
+
+    fn mount(dir: &Path, bytes: u64) -> Option<Self> {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes zeros until the file system is full (ENOSPC); returns the bytes written.
+    fn fill(&self) -> Result<u64> {
+        use std::io::Write;
+        let path = self.dir.join(Self::FILLER);
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut written = 0u64;
+        for chunk in [1 << 20, 4096, 1] {
+            let zeros = vec![0u8; chunk];
+            loop {
+                match file.write(&zeros) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("filling {}", path.display()));
+                    }
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    fn free(&self) -> Result<()> {
+        let path = self.dir.join(Self::FILLER);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process of a failed run may still hold a file open.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
 

@@ -91,10 +91,11 @@ enum Fault {
     GroupCoordinator,
     LastReplica,
     CoordinatorCut,
+    DiskFull,
 }
 
 impl Fault {
-    const ALL: [Fault; 13] = [
+    const ALL: [Fault; 14] = [
         Fault::KillBroker,
         Fault::KillLeader,
         Fault::Pause,
@@ -108,6 +109,7 @@ impl Fault {
         Fault::GroupCoordinator,
         Fault::LastReplica,
         Fault::CoordinatorCut,
+        Fault::DiskFull,
     ];
 
     fn name(self) -> &'static str {
@@ -125,6 +127,7 @@ impl Fault {
             Fault::GroupCoordinator => "group-coordinator",
             Fault::LastReplica => "last-replica",
             Fault::CoordinatorCut => "coordinator-cut",
+            Fault::DiskFull => "disk-full",
         }
     }
 }
@@ -188,7 +191,7 @@ fn parse_args() -> Result<Args> {
     let out = out.unwrap_or_else(|| PathBuf::from(format!("target/chaos/{mode}{seed}")));
     if docker {
         // The data of a container is not a local directory.
-        faults.retain(|f| *f != Fault::TornWrite);
+        faults.retain(|f| !matches!(f, Fault::TornWrite | Fault::DiskFull));
     }
     Ok(Args {
         seed,
@@ -765,6 +768,29 @@ async fn inject(
                 backend.restart_gracefully(*id)?;
             }
             "rolling restart of brokers 1, 2, 3".into()
+        }
+        Fault::DiskFull => {
+            // A partition leader's disk fills up: its appends (and its followers' copies of its
+            // writes, if the leader is elsewhere) fail with KAFKA_STORAGE_ERROR until space is
+            // freed; nothing acknowledged may be lost or damaged, and it must carry on after.
+            let leaders = partition_leaders(admin).await?;
+            let p = rng.below(PARTITIONS as u64) as usize;
+            let id = match leaders[p] {
+                Some(leader) => u64::try_from(leader)?,
+                None => brokers[rng.below(3) as usize],
+            };
+            match backend.fill_disk(id)? {
+                Some(bytes) => {
+                    tokio::time::sleep(hold).await;
+                    backend.free_disk(id)?;
+                    format!(
+                        "filled broker {id}'s disk (leader of {TOPIC}-{p}; {bytes} bytes of zeros) for {hold:?}"
+                    )
+                }
+                None => {
+                    format!("disk-full skipped: broker {id}'s data has no file system of its own")
+                }
+            }
         }
         Fault::TornWrite => {
             let id = brokers[rng.below(3) as usize];
