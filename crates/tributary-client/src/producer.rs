@@ -8,13 +8,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tributary_proto::broker::v1 as pb;
 use tributary_proto::common::v1::ErrorCode;
@@ -156,8 +156,11 @@ struct Inner {
     buffer: Arc<Semaphore>,
     state: Mutex<State>,
     wake: Notify,
-    /// Records sent and not yet completed.
-    outstanding: watch::Sender<usize>,
+    /// Records sent and not yet completed (a plain counter: `send` is per record, and a watch
+    /// channel would wake its waiters on every one).
+    outstanding: AtomicUsize,
+    /// Signalled when `outstanding` drops to zero (for `flush`).
+    drained: Notify,
     closed: AtomicBool,
     /// Concurrent requests per broker address.
     in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -222,7 +225,8 @@ impl Producer {
             producer,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-            outstanding: watch::channel(0).0,
+            outstanding: AtomicUsize::new(0),
+            drained: Notify::new(),
             closed: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
         });
@@ -297,8 +301,8 @@ impl Producer {
         let config = &inner.config;
         // Counted before the record can reach a batch: the sender may send and complete it
         // before this function returns, and its completion must find it counted.
-        inner.outstanding.send_modify(|n| *n += 1);
-        {
+        inner.outstanding.fetch_add(1, Ordering::AcqRel);
+        let wake = {
             let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let partition = match explicit {
                 Some(p) => p,
@@ -332,8 +336,10 @@ impl Producer {
                 close_open(queue, inner.idempotence());
                 closed_batch = true;
             }
-            let now = Instant::now();
+            let mut opened = false;
             let batch = queue.open.get_or_insert_with(|| {
+                opened = true;
+                let now = Instant::now();
                 let base_sequence = queue.next_sequence;
                 let mut builder = BatchBuilder::new(timestamp);
                 if config.compression != tributary_record::Compression::None {
@@ -376,8 +382,13 @@ impl Producer {
                     .sticky
                     .insert(record.topic.clone(), random_partition(count));
             }
+            opened || closed_batch
+        };
+        // The sender needs waking only for a new batch (a new linger deadline) or a closed one
+        // (ready to send); a record joining an open batch changes neither.
+        if wake {
+            inner.wake.notify_one();
         }
-        inner.wake.notify_one();
         Ok(DeliveryFuture(rx))
     }
 
@@ -390,8 +401,16 @@ impl Producer {
             .unwrap_or_else(|p| p.into_inner())
             .flushing = true;
         self.inner.wake.notify_one();
-        let mut rx = self.inner.outstanding.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
+        loop {
+            // Registered before the check, so a drain between the two is not missed.
+            let drained = self.inner.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.inner.outstanding.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            drained.await;
+        }
         self.inner
             .state
             .lock()
@@ -723,7 +742,20 @@ fn complete_ok(inner: &Inner, tp: &TopicPartition, batch: ReadyBatch, base: i64,
             },
         }));
     }
-    inner.outstanding.send_modify(|o| *o = o.saturating_sub(n));
+    completed(inner, n);
+}
+
+/// `n` records completed: counts them off, waking `flush` when none is left.
+fn completed(inner: &Inner, n: usize) {
+    let before = inner
+        .outstanding
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+            Some(o.saturating_sub(n))
+        })
+        .unwrap_or_else(|o| o);
+    if before <= n {
+        inner.drained.notify_waiters();
+    }
 }
 
 fn complete_err(inner: &Inner, batch: ReadyBatch, err: ClientError) {
@@ -731,7 +763,7 @@ fn complete_err(inner: &Inner, batch: ReadyBatch, err: ClientError) {
     for w in batch.waiters {
         let _ = w.done.send(Err(err.clone()));
     }
-    inner.outstanding.send_modify(|o| *o = o.saturating_sub(n));
+    completed(inner, n);
 }
 
 #[cfg(test)]
