@@ -677,16 +677,21 @@ mod tests {
         }
     }
 
-    /// A broker that led epochs 0 and 1 (offsets 0..3 and 3..5), then follows.
-    fn diverged(dir: &std::path::Path) -> Partition {
+    /// An empty partition `t-0` on broker 1, with no role yet.
+    fn new_partition(dir: &std::path::Path) -> Partition {
         let log = Log::open(dir, LogConfig::default(), LogResources::new(16)).unwrap();
-        let p = Partition::new(
+        Partition::new(
             TopicPartition::new("t", 0),
             uuid::Uuid::nil(),
             1,
             log,
             Arc::new(tokio::sync::watch::channel(0).0),
-        );
+        )
+    }
+
+    /// A broker that led epochs 0 and 1 (offsets 0..3 and 3..5), then follows.
+    fn diverged(dir: &std::path::Path) -> Partition {
+        let p = new_partition(dir);
         p.apply_state(&state(1, 0, 0)).unwrap();
         p.append(&batch(&["a", "b", "c"]), None).unwrap();
         p.apply_state(&state(1, 1, 1)).unwrap();
@@ -725,14 +730,7 @@ mod tests {
         // epoch 2 (3..10) and epoch 4. Asked about our epoch 3 it answers epoch 2 ending at
         // 10, which we never had: cut to the end of our epoch 0 (5) and ask again.
         let tmp = tempfile::tempdir().unwrap();
-        let log = Log::open(tmp.path(), LogConfig::default(), LogResources::new(16)).unwrap();
-        let p = Partition::new(
-            TopicPartition::new("t", 0),
-            uuid::Uuid::nil(),
-            1,
-            log,
-            Arc::new(tokio::sync::watch::channel(0).0),
-        );
+        let p = new_partition(tmp.path());
         p.apply_state(&state(1, 0, 0)).unwrap();
         p.append(&batch(&["a", "b", "c", "d", "e"]), None).unwrap();
         p.apply_state(&state(1, 3, 1)).unwrap();
@@ -757,14 +755,7 @@ mod tests {
     /// A fresh partition on broker 1 holding `["a", "b", "c"]` in epoch 0, which then led
     /// epoch `empty` from offset 3 without writing, and now follows broker 2 at `following`.
     fn with_an_empty_latest_epoch(dir: &std::path::Path, empty: i32, following: i32) -> Partition {
-        let log = Log::open(dir, LogConfig::default(), LogResources::new(16)).unwrap();
-        let p = Partition::new(
-            TopicPartition::new("t", 0),
-            uuid::Uuid::nil(),
-            1,
-            log,
-            Arc::new(tokio::sync::watch::channel(0).0),
-        );
+        let p = new_partition(dir);
         p.apply_state(&state(1, 0, 0)).unwrap();
         p.append(&batch(&["a", "b", "c"]), None).unwrap();
         p.apply_state(&state(1, empty, 1)).unwrap();
