@@ -28,6 +28,10 @@
 //!
 //! - No acknowledged write (acks=all, `min.insync.replicas` 2) is lost: after the faults heal,
 //!   the leader's log holds each at its acknowledged offset.
+//! - No value is in the healed log twice: each partition's idempotent producer retries its
+//!   batch (same producer id and sequence) across leader changes, and the brokers' producer
+//!   state must answer a retry of a batch already in the log with its first offsets. One
+//!   producer id's acknowledgements rise.
 //! - No offset below a leader's high watermark ever holds two different values, across leaders
 //!   and over time; no two acknowledgements name one offset with different values.
 //! - A leader's high watermark never goes backwards within its leader epoch.
@@ -86,6 +90,11 @@ const OBSERVE_EVERY: Ms = 100;
 const FAULT_PHASE: Ms = 12_000;
 const HEAL_BOUND: Ms = 20_000;
 const PARTITION_MAX_BYTES: usize = 16 * 1024;
+/// An idempotent producer retries a batch for this long (delivery.timeout.ms), then gives up on
+/// it and starts over under a new producer id (as the client does).
+const DELIVERY_TIMEOUT: Ms = 3_000;
+/// A produce request unanswered this long is sent again.
+const REQUEST_TIMEOUT: Ms = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Node {
@@ -171,6 +180,7 @@ enum Event {
     AlterRetry(BrokerId, u64, IsrProposal),
     ControllerTick,
     Produce,
+    Idempotent,
     Observe,
     Nemesis,
     Restart(BrokerId),
@@ -223,6 +233,27 @@ struct Controller {
     last_rebalance: Ms,
 }
 
+/// One partition's idempotent producer: one batch in flight, retried with the same producer
+/// id and sequence until acknowledged or given up.
+#[derive(Debug)]
+struct Session {
+    producer_id: i64,
+    next_sequence: i32,
+    delivery: Option<Delivery>,
+    /// The offset of this producer id's last acknowledged batch (acknowledgements must rise).
+    last_acked: Option<i64>,
+}
+
+#[derive(Debug)]
+struct Delivery {
+    values: Vec<String>,
+    batch: Bytes,
+    started: Ms,
+    request: u64,
+    /// When to send (again): after an error or a timeout.
+    resend_at: Ms,
+}
+
 /// A leader as the checker last saw it.
 #[derive(Debug, Clone, Copy)]
 struct Observed {
@@ -240,6 +271,9 @@ struct Summary {
     produce_requests: u64,
     acknowledged: u64,
     failed: u64,
+    idempotent_acknowledged: u64,
+    idempotent_retries: u64,
+    idempotent_given_up: u64,
     leader_changes: u64,
     unclean_elections: u64,
     truncations: u64,
@@ -267,6 +301,9 @@ struct Sim {
     next_value: u64,
     /// Client requests in flight: request -> (partition, values, sent at).
     client_pending: BTreeMap<u64, (i32, Vec<String>, Ms)>,
+    /// The idempotent producers, one per partition.
+    sessions: BTreeMap<i32, Session>,
+    next_producer_id: i64,
     producing: bool,
     /// Acknowledged writes: (partition, offset) -> value.
     acked: BTreeMap<(i32, i64), String>,
@@ -450,6 +487,20 @@ impl Sim {
             next_request: 0,
             next_value: 0,
             client_pending: BTreeMap::new(),
+            sessions: (0..partition_count)
+                .map(|p| {
+                    (
+                        p,
+                        Session {
+                            producer_id: 1_000 + i64::from(p),
+                            next_sequence: 0,
+                            delivery: None,
+                            last_acked: None,
+                        },
+                    )
+                })
+                .collect(),
+            next_producer_id: 2_000,
             producing: true,
             acked: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -463,6 +514,7 @@ impl Sim {
         }
         sim.schedule(CONTROLLER_TICK, Event::ControllerTick);
         sim.schedule(1, Event::Produce);
+        sim.schedule(2, Event::Idempotent);
         sim.schedule(OBSERVE_EVERY, Event::Observe);
         let first = sim.rng.between(200, 1_000);
         sim.schedule(first, Event::Nemesis);
@@ -661,6 +713,11 @@ impl Sim {
                     let next = self.rng.between(2, 8);
                     self.schedule(next, Event::Produce);
                 }
+            }
+            Event::Idempotent => {
+                self.idempotent();
+                let next = self.rng.between(3, 10);
+                self.schedule(next, Event::Idempotent);
             }
             Event::Observe => {
                 self.observe();
@@ -1339,11 +1396,11 @@ impl Sim {
 
     // ---- the client -----------------------------------------------------------------------
 
-    fn produce(&mut self) {
-        let p = self.rng.below(self.partition_count as u64) as i32;
-        // Mostly the leader the controller knows; sometimes a stale or a wrong guess.
+    /// Where the client sends a produce for `p`: mostly the leader the controller knows;
+    /// sometimes a broker's stale view or a wrong guess.
+    fn target(&mut self, p: i32) -> BrokerId {
         let ids: Vec<BrokerId> = self.brokers.keys().copied().collect();
-        let target = if self.rng.chance(850) {
+        if self.rng.chance(850) {
             self.controller.image.topics[TOPIC].partitions[p as usize].leader
         } else {
             let asked = self.rng.pick(&ids);
@@ -1353,7 +1410,12 @@ impl Sim {
                 .get(TOPIC)
                 .and_then(|t| t.partitions[p as usize].leader)
         }
-        .unwrap_or_else(|| self.rng.pick(&ids));
+        .unwrap_or_else(|| self.rng.pick(&ids))
+    }
+
+    fn produce(&mut self) {
+        let p = self.rng.below(self.partition_count as u64) as i32;
+        let target = self.target(p);
         let count = self.rng.between(1, 3);
         let mut builder = tributary_record::BatchBuilder::new(self.now as i64);
         let mut values = Vec::new();
@@ -1383,6 +1445,9 @@ impl Sim {
         let Msg::ProduceAnswer { request, result } = msg else {
             panic!("the client got {msg:?}")
         };
+        if self.idempotent_answer(request, &result) {
+            return;
+        }
         let Some((p, values, _)) = self.client_pending.remove(&request) else {
             return;
         };
@@ -1403,6 +1468,140 @@ impl Sim {
             }
             Err(_) => self.summary.failed += values.len() as u64,
         }
+    }
+
+    /// Each partition's idempotent producer: starts its next batch when idle (while the
+    /// workload runs), sends it again when due.
+    fn idempotent(&mut self) {
+        for p in 0..self.partition_count {
+            let now = self.now;
+            let session = &self.sessions[&p];
+            let resend = match &session.delivery {
+                None if self.producing => {
+                    let count = self.rng.between(1, 3);
+                    let mut builder = tributary_record::BatchBuilder::new(now as i64).producer(
+                        session.producer_id,
+                        0,
+                        session.next_sequence,
+                    );
+                    let mut values = Vec::new();
+                    for _ in 0..count {
+                        self.next_value += 1;
+                        let value = format!("i{}", self.next_value);
+                        builder.push(now as i64, None, Some(value.as_bytes()), &[]);
+                        values.push(value);
+                    }
+                    self.sessions
+                        .get_mut(&p)
+                        .expect("a session per partition")
+                        .delivery = Some(Delivery {
+                        values,
+                        batch: builder.build(),
+                        started: now,
+                        request: 0,
+                        resend_at: now,
+                    });
+                    true
+                }
+                None => false,
+                Some(d) => d.resend_at <= now,
+            };
+            if !resend {
+                continue;
+            }
+            let target = self.target(p);
+            self.next_request += 1;
+            let request = self.next_request;
+            let d = self
+                .sessions
+                .get_mut(&p)
+                .expect("a session per partition")
+                .delivery
+                .as_mut()
+                .expect("set above");
+            if d.request != 0 {
+                self.summary.idempotent_retries += 1;
+            }
+            d.request = request;
+            d.resend_at = now + REQUEST_TIMEOUT;
+            let batch = d.batch.clone();
+            self.send(
+                Node::Client,
+                Node::Broker(target),
+                None,
+                Msg::Produce {
+                    request,
+                    partition: p,
+                    batch,
+                },
+            );
+        }
+    }
+
+    /// Takes the answer to an idempotent producer's request (`false`: not one of theirs, or a
+    /// superseded attempt's).
+    fn idempotent_answer(&mut self, request: u64, result: &Result<i64, ErrorCode>) -> bool {
+        let Some((&p, _)) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.delivery.as_ref().is_some_and(|d| d.request == request))
+        else {
+            return false;
+        };
+        let now = self.now;
+        let unclean = self.unclean.contains(&p);
+        let session = self.sessions.get_mut(&p).expect("found");
+        let d = session.delivery.as_mut().expect("found");
+        match result {
+            Ok(first) => {
+                let first = *first;
+                if !unclean && session.last_acked.is_some_and(|last| first <= last) {
+                    let (pid, last) = (session.producer_id, session.last_acked);
+                    self.fail(format!(
+                        "producer {pid} on partition {p}: a later batch acknowledged at offset {first}, at or before the previous one ({last:?})"
+                    ));
+                }
+                let d = session.delivery.take().expect("found");
+                session.next_sequence += d.values.len() as i32;
+                session.last_acked = Some(first);
+                for (i, value) in d.values.into_iter().enumerate() {
+                    let offset = first + i as i64;
+                    if let Some(other) = self.acked.get(&(p, offset))
+                        && !unclean
+                    {
+                        self.fail(format!(
+                            "partition {p} offset {offset} acknowledged twice: {other} and {value}"
+                        ));
+                    }
+                    self.acked.insert((p, offset), value);
+                    self.summary.idempotent_acknowledged += 1;
+                }
+            }
+            Err(code) => {
+                let retriable = matches!(
+                    code,
+                    ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::NotEnoughReplicas
+                        | ErrorCode::NotEnoughReplicasAfterAppend
+                        | ErrorCode::RequestTimedOut
+                        | ErrorCode::KafkaStorageError
+                );
+                if retriable && now - d.started < DELIVERY_TIMEOUT {
+                    d.resend_at = now + 20;
+                } else {
+                    // Given up (its records may or may not be in the log): a new producer id,
+                    // sequences from 0, as the client's reset after a failed batch.
+                    self.summary.idempotent_given_up += 1;
+                    self.summary.failed += d.values.len() as u64;
+                    session.delivery = None;
+                    session.producer_id = self.next_producer_id;
+                    session.next_sequence = 0;
+                    session.last_acked = None;
+                    self.next_producer_id += 1;
+                }
+            }
+        }
+        true
     }
 
     // ---- faults ---------------------------------------------------------------------------
@@ -1679,6 +1878,14 @@ impl Sim {
                 continue;
             }
             let held: BTreeMap<i64, String> = values_of(&reference).into_iter().collect();
+            let mut seen: BTreeMap<&str, i64> = BTreeMap::new();
+            for (offset, value) in &held {
+                if let Some(earlier) = seen.insert(value, *offset) {
+                    self.fail(format!(
+                        "partition {p}: {value} is in the log twice, at offsets {earlier} and {offset} (idempotence broken)"
+                    ));
+                }
+            }
             for ((ap, offset), value) in self.acked.range((p, i64::MIN)..=(p, i64::MAX)) {
                 debug_assert_eq!(*ap, p);
                 match held.get(offset) {
@@ -1728,7 +1935,9 @@ fn run_seed(seed: u64, verbose: bool) -> Summary {
         s.client_pending
             .retain(|_, (_, _, sent)| now - *sent < PRODUCE_TIMEOUT + 1_000);
         s.summary.failed += (before - s.client_pending.len()) as u64;
-        s.client_pending.is_empty() && s.healed()
+        s.client_pending.is_empty()
+            && s.sessions.values().all(|x| x.delivery.is_none())
+            && s.healed()
     });
     if !healed {
         sim.fail(format!(
@@ -1768,6 +1977,9 @@ fn replication_survives_crashes_partitions_pauses_and_controller_failovers() {
         total.produce_requests += s.produce_requests;
         total.acknowledged += s.acknowledged;
         total.failed += s.failed;
+        total.idempotent_acknowledged += s.idempotent_acknowledged;
+        total.idempotent_retries += s.idempotent_retries;
+        total.idempotent_given_up += s.idempotent_given_up;
         total.leader_changes += s.leader_changes;
         total.unclean_elections += s.unclean_elections;
         total.truncations += s.truncations;
@@ -1779,11 +1991,14 @@ fn replication_survives_crashes_partitions_pauses_and_controller_failovers() {
         }
     }
     eprintln!(
-        "replication simulation: {count} seeds in {:.1} s: {} faults, {} produce requests, {} records acknowledged (0 lost), {} failed, {} leader changes, {} unclean elections, {} follower truncations, {} messages ({} dropped), slowest heal {} ms",
+        "replication simulation: {count} seeds in {:.1} s: {} faults, {} produce requests, {} records acknowledged (0 lost; {} by idempotent producers, after {} retries, none duplicated; {} batches given up), {} failed, {} leader changes, {} unclean elections, {} follower truncations, {} messages ({} dropped), slowest heal {} ms",
         started.elapsed().as_secs_f64(),
         total.faults,
         total.produce_requests,
-        total.acknowledged,
+        total.acknowledged + total.idempotent_acknowledged,
+        total.idempotent_acknowledged,
+        total.idempotent_retries,
+        total.idempotent_given_up,
         total.failed,
         total.leader_changes,
         total.unclean_elections,
