@@ -1294,10 +1294,27 @@ async fn run() -> Result<bool> {
     if ok {
         println!("chaos: PASS (seed {})", args.seed);
     } else {
+        // The brokers' data (on a tmpfs that goes with the run) is kept for the post-mortem.
+        let kept = args.out.join("data");
+        for (id, dir) in &data_dirs {
+            let to = kept.join(format!("broker-{id}"));
+            let copied = std::fs::create_dir_all(&to).and_then(|()| {
+                std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(dir.join("."))
+                    .arg(&to)
+                    .status()
+                    .map(|_| ())
+            });
+            if let Err(err) = copied {
+                println!("chaos: could not keep broker {id}'s data: {err}");
+            }
+        }
         println!(
-            "chaos: FAIL (seed {}); history in {}",
+            "chaos: FAIL (seed {}); history in {}, the brokers' data in {}",
             args.seed,
-            args.out.join("history.jsonl").display()
+            args.out.join("history.jsonl").display(),
+            kept.display()
         );
     }
     Ok(ok)
