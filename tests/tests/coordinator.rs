@@ -565,15 +565,34 @@ fn a_coordinator_joins_as_learner_then_voter_and_another_leaves() -> Result<()> 
         ErrorCode::InvalidReplicationFactor
     );
 
-    // Remove 101: the three remaining voters keep the cluster going.
-    let removed = runtime
-        .block_on(admin.remove_coordinator(pb::RemoveCoordinatorRequest { node_id: 101 }))?;
-    let removed = removed.into_inner();
+    // Remove 101: the three remaining voters keep the cluster going. A membership change can
+    // move the Raft leadership: UNAVAILABLE ("no controller is elected yet; retry shortly") is
+    // retried, as a client must.
+    let remove = |node_id: u64| {
+        let admin = admin.clone();
+        runtime.block_on(eventually(
+            &format!("coordinator {node_id}'s removal to be answered by a controller"),
+            WAIT,
+            move || {
+                let mut admin = admin.clone();
+                async move {
+                    match admin
+                        .remove_coordinator(pb::RemoveCoordinatorRequest { node_id })
+                        .await
+                    {
+                        Ok(response) => Some(Ok(response.into_inner())),
+                        Err(status) if status.code() == tonic::Code::Unavailable => None,
+                        Err(status) => Some(Err(status)),
+                    }
+                }
+            },
+        ))
+    };
+    let removed = remove(101)??;
     assert_eq!(code(&removed.error), ErrorCode::None, "{removed:?}");
     assert_eq!(removed.voters, vec![102, 103, 104]);
-    let bad = runtime
-        .block_on(admin.remove_coordinator(pb::RemoveCoordinatorRequest { node_id: 999 }))?;
-    assert_eq!(code(&bad.into_inner().error), ErrorCode::InvalidRequest);
+    let bad = remove(999)??;
+    assert_eq!(code(&bad.error), ErrorCode::InvalidRequest);
     let r = runtime.block_on(eventually(
         "the three remaining voters to list themselves",
         WAIT,
