@@ -1,6 +1,8 @@
 //! The follower side of replication: one fetcher per leader broker, carrying every partition
-//! this broker follows from that leader over one stream, behind a transport trait (gRPC here; a
-//! deterministic network simulation in the fault suite).
+//! this broker follows from that leader over one stream, behind a transport trait (gRPC today).
+//! The follower's reaction to each answer is a plain function ([`on_epoch_end`],
+//! [`on_fetched`]) that the deterministic replication simulation (`tests/replication_sim.rs`)
+//! drives directly.
 //!
 //! A partition that starts following a leader epoch first asks the leader where its own latest
 //! epoch ends (KIP-101/279) and truncates what the leader does not have; only then does it

@@ -1429,16 +1429,7 @@ impl Sim {
         let request = self.next_request;
         self.client_pending.insert(request, (p, values, self.now));
         self.summary.produce_requests += 1;
-        self.send(
-            Node::Client,
-            Node::Broker(target),
-            None,
-            Msg::Produce {
-                request,
-                partition: p,
-                batch: builder.build(),
-            },
-        );
+        self.send_produce(target, request, p, builder.build());
     }
 
     fn client_receive(&mut self, msg: Msg) {
@@ -1452,22 +1443,41 @@ impl Sim {
             return;
         };
         match result {
-            Ok(first) => {
-                for (i, value) in values.into_iter().enumerate() {
-                    let offset = first + i as i64;
-                    if let Some(other) = self.acked.get(&(p, offset))
-                        && !self.unclean.contains(&p)
-                    {
-                        self.fail(format!(
-                            "partition {p} offset {offset} acknowledged twice: {other} and {value}"
-                        ));
-                    }
-                    self.acked.insert((p, offset), value);
-                    self.summary.acknowledged += 1;
-                }
-            }
+            Ok(first) => self.summary.acknowledged += self.record_acks(p, first, values),
             Err(_) => self.summary.failed += values.len() as u64,
         }
+    }
+
+    /// Records `values` acknowledged at offsets from `first` of `p` (no offset acknowledged
+    /// twice, unless an unclean election made that possible); returns how many.
+    fn record_acks(&mut self, p: i32, first: i64, values: Vec<String>) -> u64 {
+        let count = values.len() as u64;
+        for (i, value) in values.into_iter().enumerate() {
+            let offset = first + i as i64;
+            if let Some(other) = self.acked.get(&(p, offset))
+                && !self.unclean.contains(&p)
+            {
+                self.fail(format!(
+                    "partition {p} offset {offset} acknowledged twice: {other} and {value}"
+                ));
+            }
+            self.acked.insert((p, offset), value);
+        }
+        count
+    }
+
+    /// Sends a produce of `batch` to `p` on `target` as client request `request`.
+    fn send_produce(&mut self, target: BrokerId, request: u64, p: i32, batch: Bytes) {
+        self.send(
+            Node::Client,
+            Node::Broker(target),
+            None,
+            Msg::Produce {
+                request,
+                partition: p,
+                batch,
+            },
+        );
     }
 
     /// Each partition's idempotent producer: starts its next batch when idle (while the
@@ -1525,16 +1535,7 @@ impl Sim {
             d.request = request;
             d.resend_at = now + REQUEST_TIMEOUT;
             let batch = d.batch.clone();
-            self.send(
-                Node::Client,
-                Node::Broker(target),
-                None,
-                Msg::Produce {
-                    request,
-                    partition: p,
-                    batch,
-                },
-            );
+            self.send_produce(target, request, p, batch);
         }
     }
 
@@ -1564,18 +1565,7 @@ impl Sim {
                 let d = session.delivery.take().expect("found");
                 session.next_sequence += d.values.len() as i32;
                 session.last_acked = Some(first);
-                for (i, value) in d.values.into_iter().enumerate() {
-                    let offset = first + i as i64;
-                    if let Some(other) = self.acked.get(&(p, offset))
-                        && !unclean
-                    {
-                        self.fail(format!(
-                            "partition {p} offset {offset} acknowledged twice: {other} and {value}"
-                        ));
-                    }
-                    self.acked.insert((p, offset), value);
-                    self.summary.idempotent_acknowledged += 1;
-                }
+                self.summary.idempotent_acknowledged += self.record_acks(p, first, d.values);
             }
             Err(code) => {
                 let retriable = matches!(
