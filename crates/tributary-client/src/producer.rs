@@ -453,9 +453,12 @@ fn next_sequence(base: i32, count: i32) -> i32 {
 }
 
 /// Marks an idempotent partition whose batch just failed for good as needing a fresh producer
-/// id before its next send ([`Reset`]).
-fn sequence_broken(inner: &Inner, queue: &mut Queue) {
-    if inner.idempotence().is_some() {
+/// id before its next send ([`Reset`]). A reset already under way is left alone: it re-stamps
+/// every batch still queued when the new id arrives, this one's successors included. (Starting
+/// a second one would let it re-stamp a batch the first one's id had meanwhile sent, and a
+/// retry of that batch under another id would be appended twice.)
+fn sequence_broken(idempotent: bool, queue: &mut Queue) {
+    if idempotent && queue.reset == Reset::None {
         queue.reset = Reset::Needed;
     }
 }
@@ -474,24 +477,51 @@ async fn restart_sequence(inner: Arc<Inner>, tp: TopicPartition) {
             return;
         }
     };
-    {
+    let restamped = {
         let mut state = lock(&inner.state);
         let Some(queue) = state.queues.get_mut(&tp) else {
             return;
         };
-        let mut sequence = 0;
-        for batch in &mut queue.ready {
-            let mut patched = batch.bytes.to_vec();
-            tributary_record::set_producer(&mut patched, fresh.0, fresh.1, sequence);
-            batch.bytes = Bytes::from(patched);
-            sequence = next_sequence(sequence, batch.waiters.len() as i32);
-        }
-        queue.next_sequence = sequence;
-        queue.producer = Some(fresh);
-        queue.reset = Reset::None;
+        restamp(queue, fresh)
+    };
+    if restamped {
         tracing::info!(partition = %tp, producer_id = fresh.0, "a batch failed for good: the partition's sequence starts over under a new producer id");
+    } else {
+        tokio::time::sleep(inner.config.client.retry_backoff).await;
     }
     inner.wake.notify_one();
+}
+
+/// Re-stamps the queued batches of a partition whose reset is being fetched with `fresh`'s id
+/// and epoch from sequence 0, and ends the reset. Refuses unless every queued batch is unsent
+/// and none is in flight: a batch the broker may hold under its old id must keep that id, or
+/// its retry would be appended again. A refused reset is asked for again (`Needed`); sent
+/// batches leave the queue by their answer or their delivery timeout. Cannot happen while
+/// [`sequence_broken`] starts one reset at a time; checked all the same.
+fn restamp(queue: &mut Queue, fresh: (i64, i16)) -> bool {
+    if queue.reset != Reset::Fetching
+        || queue.in_flight
+        || queue.ready.iter().any(|b| b.attempts > 0)
+    {
+        tracing::error!(
+            reset = ?queue.reset,
+            in_flight = queue.in_flight,
+            "a producer-id reset found a sent batch in its queue; not re-stamping it"
+        );
+        queue.reset = Reset::Needed;
+        return false;
+    }
+    let mut sequence = 0;
+    for batch in &mut queue.ready {
+        let mut patched = batch.bytes.to_vec();
+        tributary_record::set_producer(&mut patched, fresh.0, fresh.1, sequence);
+        batch.bytes = Bytes::from(patched);
+        sequence = next_sequence(sequence, batch.waiters.len() as i32);
+    }
+    queue.next_sequence = sequence;
+    queue.producer = Some(fresh);
+    queue.reset = Reset::None;
+    true
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -564,7 +594,7 @@ async fn run_sender(inner: Arc<Inner>) {
                             inner.config.delivery_timeout.as_millis()
                         )),
                     );
-                    sequence_broken(&inner, queue);
+                    sequence_broken(idempotent.is_some(), queue);
                 }
                 if queue.in_flight || queue.ready.is_empty() {
                     continue;
@@ -716,7 +746,7 @@ async fn send_request(inner: &Arc<Inner>, address: &str, batches: Vec<InFlight>)
                     } else {
                         let batch = queue.ready.pop_front().expect("the batch in flight");
                         complete_err(inner, batch, err);
-                        sequence_broken(inner, queue);
+                        sequence_broken(inner.idempotence().is_some(), queue);
                     }
                 }
             }
@@ -776,6 +806,88 @@ mod tests {
         assert_eq!(next_sequence(i32::MAX - 1, 1), i32::MAX);
         assert_eq!(next_sequence(i32::MAX, 1), 0);
         assert_eq!(next_sequence(i32::MAX - 2, 5), 2);
+    }
+
+    /// A queued batch of `n` records under producer 1, sequence `seq`, sent `attempts` times.
+    fn ready(seq: i32, n: usize, attempts: u32) -> ReadyBatch {
+        let permits = Arc::new(Semaphore::new(n));
+        let mut builder = BatchBuilder::new(0).producer(1, 0, seq);
+        let waiters = (0..n)
+            .map(|i| {
+                builder.push(0, None, Some(format!("{seq}-{i}").as_bytes()), &[]);
+                Waiter {
+                    done: oneshot::channel().0,
+                    timestamp: 0,
+                    _permit: permits.clone().try_acquire_owned().unwrap(),
+                }
+            })
+            .collect();
+        ReadyBatch {
+            bytes: builder.build(),
+            deadline: Instant::now(),
+            attempts,
+            waiters,
+        }
+    }
+
+    fn stamp(batch: &ReadyBatch) -> (i64, i16, i32) {
+        let h = tributary_record::verify_batch(&batch.bytes).unwrap();
+        (h.producer_id, h.producer_epoch, h.base_sequence)
+    }
+
+    #[test]
+    fn a_second_failure_during_a_reset_does_not_start_another() {
+        // Two batches expire back to back: the first starts a reset, the second finds it
+        // under way. (A second reset used to re-stamp a batch the first one's id had sent.)
+        let mut queue = Queue::default();
+        sequence_broken(true, &mut queue);
+        assert_eq!(queue.reset, Reset::Needed);
+        queue.reset = Reset::Fetching; // what the sender does when it spawns the reset
+        sequence_broken(true, &mut queue);
+        assert_eq!(
+            queue.reset,
+            Reset::Fetching,
+            "the reset under way covers it"
+        );
+        // A producer without idempotence has no sequence to reset.
+        let mut plain = Queue::default();
+        sequence_broken(false, &mut plain);
+        assert_eq!(plain.reset, Reset::None);
+    }
+
+    #[test]
+    fn a_reset_restamps_unsent_batches_from_zero_and_never_a_sent_one() {
+        let mut queue = Queue {
+            reset: Reset::Fetching,
+            ..Queue::default()
+        };
+        queue.ready.push_back(ready(7, 2, 0));
+        queue.ready.push_back(ready(9, 3, 0));
+        assert!(restamp(&mut queue, (42, 0)));
+        assert_eq!(stamp(&queue.ready[0]), (42, 0, 0));
+        assert_eq!(stamp(&queue.ready[1]), (42, 0, 2));
+        assert_eq!(queue.next_sequence, 5);
+        assert_eq!(queue.producer, Some((42, 0)));
+        assert_eq!(queue.reset, Reset::None);
+
+        // A batch already sent (the broker may hold it under id 42) keeps its stamp.
+        queue.reset = Reset::Fetching;
+        queue.ready[0].attempts = 1;
+        assert!(!restamp(&mut queue, (43, 0)));
+        assert_eq!(stamp(&queue.ready[0]), (42, 0, 0));
+        assert_eq!(stamp(&queue.ready[1]), (42, 0, 2));
+        assert_eq!(queue.producer, Some((42, 0)));
+        assert_eq!(queue.reset, Reset::Needed, "asked for again later");
+
+        // Nor while a batch is in flight, nor without a reset under way.
+        queue.ready[0].attempts = 0;
+        queue.reset = Reset::Fetching;
+        queue.in_flight = true;
+        assert!(!restamp(&mut queue, (43, 0)));
+        queue.in_flight = false;
+        queue.reset = Reset::None;
+        assert!(!restamp(&mut queue, (43, 0)));
+        assert_eq!(stamp(&queue.ready[0]), (42, 0, 0));
     }
 
     #[test]
