@@ -466,3 +466,95 @@ async fn the_seeds_first_lab_works_with_only_the_program_name_changed() -> Resul
     );
     Ok(())
 }
+
+/// `tributary dump-log` over segment files the storage engine wrote: every batch's header line
+/// (offsets, producer id, epoch and sequences, leader epoch) and with `--print-data-log` every
+/// record; a file that is not a segment, or whose tail is torn, fails with the path and the
+/// position, after printing what could be read.
+#[test]
+fn dump_log_prints_the_batches_of_a_segment_as_kafka_dump_log_does() -> Result<()> {
+    use tributary_storage::{Log, LogConfig, LogResources};
+    let dir = tempfile::tempdir()?;
+    let log = Log::open(dir.path(), LogConfig::default(), LogResources::new(4))?;
+    let mut idempotent = tributary_record::BatchBuilder::new(1_000).producer(7, 2, 40);
+    idempotent.push(1_000, Some(b"k"), Some(b"first"), &[]);
+    idempotent.push(1_001, None, Some(b"second"), &[]);
+    log.append_as_leader(&idempotent.build(), 5)?;
+    let mut plain = tributary_record::BatchBuilder::new(2_000);
+    plain.push(2_000, None, Some(b"third"), &[]);
+    log.append_as_leader(&plain.build(), 6)?;
+    log.close()?;
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let segment = segment.to_str().context("utf-8 path")?;
+
+    let out = tributary(&["dump-log", "--files", segment], None)?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("Dumping {segment}"));
+    assert_eq!(lines[1], "Log starting offset: 0");
+    assert!(
+        lines[2].starts_with(
+            "baseOffset: 0 lastOffset: 1 count: 2 baseSequence: 40 lastSequence: 41 \
+             producerId: 7 producerEpoch: 2 partitionLeaderEpoch: 5 isTransactional: false \
+             isControl: false position: 8 CreateTime: 1001 "
+        ),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].starts_with(
+            "baseOffset: 2 lastOffset: 2 count: 1 baseSequence: -1 lastSequence: -1 \
+             producerId: -1 producerEpoch: -1 partitionLeaderEpoch: 6 "
+        ),
+        "{stdout}"
+    );
+    assert_eq!(lines.len(), 4, "{stdout}");
+
+    let out = tributary(&["dump-log", "--print-data-log", "--files", segment], None)?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "| offset: 0 CreateTime: 1000 keySize: 1 valueSize: 5 sequence: 40 headerKeys: [] key: k payload: first\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| offset: 1 CreateTime: 1001 keySize: -1 valueSize: 6 sequence: 41"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| offset: 2 CreateTime: 2000 keySize: -1 valueSize: 5 sequence: -1"),
+        "{stdout}"
+    );
+
+    // A torn tail: the first batch is printed, then the failure with the position.
+    let len = std::fs::metadata(segment)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)?
+        .set_len(len - 3)?;
+    let out = tributary(&["dump-log", "--files", segment], None)?;
+    assert!(!out.status.success(), "a torn batch fails the run");
+    assert!(text(&out.stdout).contains("baseOffset: 0 lastOffset: 1"));
+    assert!(!text(&out.stdout).contains("baseOffset: 2"));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(segment) && stderr.contains("corrupt batch at position"),
+        "{stderr}"
+    );
+
+    // Not a segment file at all.
+    let index = dir.path().join(format!("{:020}.index", 0));
+    let out = tributary(
+        &["dump-log", "--files", index.to_str().context("utf-8")?],
+        None,
+    )?;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("bad magic"),
+        "{}",
+        text(&out.stderr)
+    );
+    Ok(())
+}

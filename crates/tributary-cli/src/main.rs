@@ -4,6 +4,7 @@
 //! Errors are one line on stderr and a non-zero exit; argument errors are clap's usage (exit 2).
 
 mod console;
+mod dump;
 mod groups;
 mod perf;
 mod topics;
@@ -42,6 +43,8 @@ enum Command {
     ProducerPerfTest(perf::ProducerPerfArgs),
     /// Consumer throughput (kafka-consumer-perf-test).
     ConsumerPerfTest(perf::ConsumerPerfArgs),
+    /// The record batches of segment files, read offline (kafka-dump-log).
+    DumpLog(dump::DumpLogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +112,13 @@ fn main() -> ExitCode {
             }) => describe_cluster(&bootstrap_server).await,
             Command::ProducerPerfTest(args) => perf::producer(args).await,
             Command::ConsumerPerfTest(args) => perf::consumer(args).await,
+            Command::DumpLog(args) => Ok(match dump::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("Error: {err}");
+                    ExitCode::FAILURE
+                }
+            }),
         }
     });
     // Do not wait for background tasks (in-flight fetches) at exit.

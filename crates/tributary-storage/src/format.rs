@@ -87,6 +87,16 @@ pub fn check_file_header(file: &File, path: &Path, kind: FileKind) -> Result<()>
     Ok(())
 }
 
+/// The record batches of the segment data file at `path`, read whole (its header checked and
+/// stripped): for offline tools such as `tributary dump-log`, never for serving.
+pub fn read_segment_file(path: &Path) -> Result<bytes::Bytes> {
+    let file = File::open(path).map_err(io_err("open", path))?;
+    check_file_header(&file, path, FileKind::Log)?;
+    let mut data = fs::read(path).map_err(io_err("read", path))?;
+    data.drain(..FILE_HEADER_LEN as usize);
+    Ok(data.into())
+}
+
 /// Path of the `kind` file of the segment with `base_offset` in `dir` (Kafka's 20-digit names).
 pub fn segment_path(dir: &Path, base_offset: i64, kind: FileKind) -> PathBuf {
     dir.join(format!("{base_offset:020}.{}", kind.suffix()))

@@ -54,7 +54,7 @@ pub use cleaner::{
 pub use config::{CleanupPolicy, LogConfig};
 pub use epoch::{EPOCH_CHECKPOINT_FILE, EpochEndOffset};
 pub use error::{Result, StorageError};
-pub use format::FORMAT_VERSION;
+pub use format::{FILE_HEADER_LEN, FORMAT_VERSION, read_segment_file};
 pub use log::{
     AppendInfo, CLEAN_SHUTDOWN_FILE, Clock, Log, LogResources, ManualClock, OpenReport, ReadResult,
     RetentionOutcome, SystemClock, TimestampOffset,
