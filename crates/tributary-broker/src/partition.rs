@@ -186,7 +186,16 @@ impl Partition {
                 .collect();
             *self.pending_isr.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let _span = self.span(state.leader_epoch).entered();
-            tracing::info!(log_end_offset = self.log.log_end_offset(), "leading");
+            let (producers, last_batch_offset) = {
+                let p = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+                (p.len(), p.last_batch_offset())
+            };
+            tracing::info!(
+                log_end_offset = self.log.log_end_offset(),
+                producers,
+                last_batch_offset,
+                "leading"
+            );
         } else if role.leader == Some(self.me) && !leads {
             let _span = self.span(state.leader_epoch).entered();
             tracing::info!(new_leader = ?state.leader, "no longer leading");

@@ -143,6 +143,34 @@ impl ProducerState {
     /// Rebuilds the state after the log was truncated.
     pub fn reload(&mut self, log: &Log) {
         *self = Self::load(&self.dir, log);
+        tracing::info!(
+            dir = %self.dir.display(),
+            log_end_offset = log.log_end_offset(),
+            producers = self.producers.len(),
+            last_batch_offset = self.last_batch_offset(),
+            "reloaded the producer state"
+        );
+    }
+
+    /// How many producer ids have state here.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Whether no producer id has state here.
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// The last offset of the newest batch any producer id is known by (-1 with none): right
+    /// after the log's last idempotent batch, a check that nothing was missed.
+    pub fn last_batch_offset(&self) -> i64 {
+        self.producers
+            .values()
+            .filter_map(|e| e.batches.back())
+            .map(|b| b.last_offset)
+            .max()
+            .unwrap_or(-1)
     }
 
     /// The entry of `producer_id`, if known.
@@ -172,6 +200,18 @@ impl ProducerState {
             });
             let known =
                 self.producers.contains_key(&header.producer_id) || !entry.batches.is_empty();
+            if !known && header.base_sequence != 0 {
+                // Legitimate after producer.id.expiration.ms, or for a producer whose earlier
+                // batches were deleted; anything else means lost state, and a retry accepted
+                // here would be appended twice: worth a line in the log.
+                tracing::info!(
+                    dir = %self.dir.display(),
+                    producer_id = header.producer_id,
+                    producer_epoch = header.producer_epoch,
+                    base_sequence = header.base_sequence,
+                    "no state for this producer id; accepting its batch at any sequence (KIP-360)"
+                );
+            }
             match check_one(entry, known, &header)? {
                 Verdict::Duplicate(range) => {
                     if count == 1 && Batches::new(records).count() == 1 {
