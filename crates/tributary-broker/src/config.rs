@@ -29,6 +29,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log_retention_check_interval_ms",
     "log_flush_offset_checkpoint_interval_ms",
     "max_open_segments",
+    "log_preallocate_bytes",
     "replica_lag_time_max_ms",
     "replica_fetch_wait_max_ms",
     "replica_fetch_max_bytes",
@@ -90,6 +91,10 @@ pub struct BrokerConfig {
     pub log_flush_offset_checkpoint_interval_ms: u64,
     /// Segment files kept open at once across all partitions.
     pub max_open_segments: usize,
+    /// How far ahead of its writes an active segment's disk blocks are allocated (at most an
+    /// eighth of the segment's size; 0: never). Speeds appends up on ext4 and XFS; set 0 on a
+    /// copy-on-write file system (btrfs, ZFS), where preallocation gains nothing.
+    pub log_preallocate_bytes: u64,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
     /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for new data.
@@ -162,6 +167,7 @@ impl Default for BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             log_flush_offset_checkpoint_interval_ms: 60_000,
             max_open_segments: 1024,
+            log_preallocate_bytes: tributary_storage::DEFAULT_PREALLOCATE_BYTES,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 1_048_576,
@@ -255,6 +261,7 @@ impl BrokerConfig {
                 d.log_flush_offset_checkpoint_interval_ms,
             )?
             .set_default("max_open_segments", d.max_open_segments as u64)?
+            .set_default("log_preallocate_bytes", d.log_preallocate_bytes)?
             .set_default("replica_lag_time_max_ms", d.replica_lag_time_max_ms)?
             .set_default("replica_fetch_wait_max_ms", d.replica_fetch_wait_max_ms)?
             .set_default("replica_fetch_max_bytes", d.replica_fetch_max_bytes)?
@@ -323,6 +330,7 @@ impl BrokerConfig {
             )?,
             max_open_segments: usize::try_from(get_u64("max_open_segments")?)
                 .context("max_open_segments")?,
+            log_preallocate_bytes: get_u64("log_preallocate_bytes")?,
             replica_lag_time_max_ms: get_u64("replica_lag_time_max_ms")?,
             replica_fetch_wait_max_ms: get_u64("replica_fetch_wait_max_ms")?,
             replica_fetch_max_bytes: u32::try_from(get_u64("replica_fetch_max_bytes")?)

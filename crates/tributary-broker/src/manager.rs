@@ -85,7 +85,10 @@ impl ReplicaManager {
         Ok(Self {
             hw_checkpoint: Mutex::new(hw_checkpoint),
             me: config.broker_id,
-            resources: LogResources::new(config.max_open_segments),
+            resources: LogResources {
+                preallocate_bytes: config.log_preallocate_bytes,
+                ..LogResources::new(config.max_open_segments)
+            },
             config,
             data_dir,
             metadata,

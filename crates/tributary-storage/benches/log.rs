@@ -107,7 +107,15 @@ impl Drop for TempLog {
 }
 
 fn open(path: &Path, config: LogConfig) -> Log {
-    Log::open(path, config, LogResources::new(16)).expect("open log")
+    let mut resources = LogResources::new(16);
+    // TRIBUTARY_BENCH_PREALLOCATE=<bytes>: another preallocation step (0: none) to compare.
+    if let Some(bytes) = std::env::var("TRIBUTARY_BENCH_PREALLOCATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        resources.preallocate_bytes = bytes;
+    }
+    Log::open(path, config, resources).expect("open log")
 }
 
 /// Deletes the partition's checkpoint, so the next open recovers from offset 0.

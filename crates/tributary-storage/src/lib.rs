@@ -29,6 +29,9 @@
 //!   patched at append. The one exception is compaction of a compacted log, which rewrites a
 //!   batch with a subset of its records (same offsets, producer fields and codec, new CRC).
 //! - Nothing is ever memory-mapped, and open files are bounded by the [`FileCache`].
+//! - A data file's size is its data: blocks preallocated ahead of the writes
+//!   ([`LogResources::preallocate_bytes`]) never change it, so recovery and readers see only
+//!   written batches; the blocks ahead are given back at a roll, a clean close and a reopen.
 //! - No acknowledged, flushed batch is lost by recovery: only a torn or corrupt tail is cut.
 //! - Compaction rewrites only sealed segments wholly below the upper bound it is given (the high
 //!   watermark), keeps every offset where it was, and swaps a cleaned segment in atomically: a
@@ -56,7 +59,7 @@ pub use epoch::{EPOCH_CHECKPOINT_FILE, EpochEndOffset};
 pub use error::{Result, StorageError};
 pub use format::{FILE_HEADER_LEN, FORMAT_VERSION, read_segment_file};
 pub use log::{
-    AppendInfo, CLEAN_SHUTDOWN_FILE, Clock, Log, LogResources, ManualClock, OpenReport, ReadResult,
-    RetentionOutcome, SystemClock, TimestampOffset,
+    AppendInfo, CLEAN_SHUTDOWN_FILE, Clock, DEFAULT_PREALLOCATE_BYTES, Log, LogResources,
+    ManualClock, OpenReport, ReadResult, RetentionOutcome, SystemClock, TimestampOffset,
 };
 pub use offset_map::{KeyDigest, OFFSET_MAP_ENTRY_BYTES, OffsetMap, murmur3_x64_128};

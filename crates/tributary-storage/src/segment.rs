@@ -34,6 +34,9 @@ pub(crate) struct ActiveIndexes {
     bytes_since_entry: u64,
 }
 
+/// The smallest step of preallocation (see `Segment::preallocated`).
+const PREALLOCATE_MIN: u64 = 4096;
+
 #[derive(Debug)]
 pub(crate) struct Segment {
     /// Key of this segment's files in the [`FileCache`].
@@ -59,6 +62,11 @@ pub(crate) struct Segment {
     /// failed write-back only to descriptors open when it happened, so the fsync must use this
     /// one even if the cache has evicted it.
     pinned: Option<Arc<SegmentFiles>>,
+    /// The data file's blocks are allocated (`fallocate`, keeping the file's size) up to here:
+    /// writes into allocated blocks skip ext4's delayed-allocation bookkeeping. Nothing past
+    /// `size` is ever read; sealing, closing, truncating and opening after a crash give the
+    /// blocks past the end back.
+    preallocated: u64,
     log_path: PathBuf,
     index_path: PathBuf,
     time_index_path: PathBuf,
@@ -135,6 +143,22 @@ pub(crate) struct ScanEnd {
 }
 
 impl Segment {
+    /// The size of the data file at `path`, giving back any block allocated past its end (a
+    /// crash before the preallocation was released leaves some).
+    fn open_len(path: &Path) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).map_err(io_err("stat", path))?;
+        // st_blocks counts 512-byte units; one extra page covers file-system rounding.
+        if meta.blocks() * 512 > meta.len().next_multiple_of(4096) + 4096 {
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(meta.len()))
+                .map_err(io_err("trim the preallocated end of", path))?;
+        }
+        Ok(meta.len())
+    }
+
     fn paths(dir: &Path, base_offset: i64) -> (PathBuf, PathBuf, PathBuf) {
         (
             segment_path(dir, base_offset, FileKind::Log),
@@ -156,6 +180,7 @@ impl Segment {
             index_entries: 0,
             active: active.then(ActiveIndexes::default),
             pinned: None,
+            preallocated: 0,
             log_path,
             index_path,
             time_index_path,
@@ -189,7 +214,7 @@ impl Segment {
         index_interval_bytes: u32,
         cache: &FileCache,
     ) -> Result<Self> {
-        let size = file_len(&segment_path(dir, base_offset, FileKind::Log))?;
+        let size = Self::open_len(&segment_path(dir, base_offset, FileKind::Log))?;
         let mut segment = Self::blank(dir, base_offset, size, false, cache);
         match segment.check_sealed_indexes() {
             Ok((entries, tail)) => {
@@ -297,7 +322,7 @@ impl Segment {
         cache: &FileCache,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> Result<(Self, ScanEnd)> {
-        let size = file_len(&segment_path(dir, base_offset, FileKind::Log))?;
+        let size = Self::open_len(&segment_path(dir, base_offset, FileKind::Log))?;
         let mut segment = Self::blank(dir, base_offset, size, true, cache);
         let indexes = read_offset_index(&segment.index_path, size).and_then(|offsets| {
             let times = read_time_index(&segment.time_index_path)?;
@@ -361,7 +386,7 @@ impl Segment {
         cache: &FileCache,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> Result<(Self, ScanEnd)> {
-        let size = file_len(&segment_path(dir, base_offset, FileKind::Log))?;
+        let size = Self::open_len(&segment_path(dir, base_offset, FileKind::Log))?;
         let mut segment = Self::blank(dir, base_offset, size, true, cache);
         let end = segment.recover_from(FILE_HEADER_LEN, index_interval_bytes, cache, on_batch)?;
         Ok((segment, end))
@@ -511,23 +536,70 @@ impl Segment {
         })
     }
 
-    /// Writes `bytes` (whole, validated batches) at the end of the data file. On failure the
+    /// Writes `bytes` (whole, validated batches) at the end of the data file, first allocating
+    /// the file's blocks ahead when the write passes what is allocated: `preallocate` bytes at
+    /// a time, but never more than an eighth of the segment's size (0: never). On failure the
     /// file is cut back so no partial batch remains.
-    pub fn write(&mut self, cache: &FileCache, bytes: &[u8]) -> Result<u64> {
+    pub fn write(&mut self, cache: &FileCache, bytes: &[u8], preallocate: u64) -> Result<u64> {
         let files = match &self.pinned {
             Some(files) => files.clone(),
             None => self.files(cache)?,
         };
         self.pinned = Some(files.clone());
         let position = self.size;
+        let end = position + bytes.len() as u64;
+        if end > self.preallocated {
+            // Never more ahead than an eighth of what the segment holds: a partition written
+            // rarely never preallocates, and 10,000 partitions cannot hold 4 MiB each for
+            // nothing.
+            let chunk = preallocate.min(position / 8) / PREALLOCATE_MIN * PREALLOCATE_MIN;
+            if chunk > 0 {
+                self.preallocate(&files.log, position, end, chunk);
+            }
+        }
         if let Err(err) = files.log.write_all_at(bytes, position) {
             let err = StorageError::io("append to", &self.log_path, err);
             // Best effort: the size we track already excludes the partial write, and recovery
             // would cut it anyway; trimming now keeps the file clean for a retry.
             let _ = files.log.set_len(position);
+            self.preallocated = 0;
             return Err(err);
         }
         Ok(position)
+    }
+
+    /// Allocates the blocks from `position` to at least `end` in steps of `chunk`, keeping the
+    /// file's size. Best effort: a file system without `fallocate`, or a full disk, leaves the
+    /// write to allocate as it goes (and to fail with ENOSPC by itself if it must).
+    fn preallocate(&mut self, file: &File, position: u64, end: u64, chunk: u64) {
+        let from = self.preallocated.max(position);
+        let len = (end - from).div_ceil(chunk) * chunk;
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, from, len) {
+            Ok(()) => self.preallocated = from + len,
+            Err(rustix::io::Errno::NOSPC) => {}
+            Err(err) => {
+                // Not supported here: stop trying for this segment.
+                tracing::debug!(segment = %self.log_path.display(), error = %err, "no preallocation");
+                self.preallocated = u64::MAX;
+            }
+        }
+    }
+
+    /// Gives back the blocks allocated past the end of the data (see `preallocated`): at
+    /// sealing and at a clean close.
+    pub fn release_unused(&mut self, cache: &FileCache) -> Result<()> {
+        if self.preallocated > self.size && self.preallocated != u64::MAX {
+            let files = match &self.pinned {
+                Some(files) => files.clone(),
+                None => self.files(cache)?,
+            };
+            files
+                .log
+                .set_len(self.size)
+                .map_err(io_err("trim the preallocated end of", &self.log_path))?;
+        }
+        self.preallocated = 0;
+        Ok(())
     }
 
     /// Makes the data file durable.
@@ -565,6 +637,7 @@ impl Segment {
             return Ok(());
         };
         self.write_final_indexes()?;
+        self.release_unused(cache)?;
         self.flush(cache)?;
         self.index_entries = entries;
         self.active = None;
@@ -805,6 +878,7 @@ impl Segment {
         file.sync_all().map_err(io_err("fsync", &self.log_path))?;
         // Rebuild the in-memory indexes from the remaining data (bounded by one segment).
         self.size = cut;
+        self.preallocated = 0;
         self.id = cache.new_id();
         self.reindex_all(index_interval_bytes, cache)?;
         Ok(self.next_offset)
@@ -992,10 +1066,6 @@ fn last_index_entry(path: &Path, kind: FileKind, entry_len: u64) -> Result<(u64,
     file.read_exact_at(&mut buf, FILE_HEADER_LEN + (entries - 1) * entry_len)
         .map_err(io_err("read", path))?;
     Ok((entries, Some(buf)))
-}
-
-fn file_len(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path).map_err(io_err("stat", path))?.len())
 }
 
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {

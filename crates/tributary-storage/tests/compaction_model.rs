@@ -281,6 +281,8 @@ fn run(ops: Vec<Op>, segment_bytes: u32, index_interval_bytes: u32) -> Result<()
         resources: LogResources {
             files: FileCache::new(4),
             clock: clock.clone() as Arc<_>,
+            // Small steps, so the model crosses many preallocation boundaries.
+            preallocate_bytes: 4096,
         },
         log: None,
     };

@@ -532,3 +532,78 @@ fn ten_thousand_partitions_keep_open_files_bounded() {
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
+
+/// Disk blocks the data file holds, in bytes (st_blocks counts 512-byte units).
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn the_active_segment_is_preallocated_ahead_and_gives_the_blocks_back() {
+    const MIB: u64 = 1 << 20;
+    let env = Env::new();
+    let segment = |base: i64| env.path().join("topic-0").join(format!("{base:020}.log"));
+    let log = env.open(LogConfig::default());
+    // A small segment holds nothing ahead (at most an eighth of its size is preallocated).
+    let mut written = vec![
+        log.append_as_leader(&batch(0, 2, 200, 0), 0)
+            .unwrap()
+            .batches,
+    ];
+    assert!(allocated(&segment(0)) <= 8192, "{}", allocated(&segment(0)));
+    // 70 batches of about 64 KB: over 4 MiB of data, then up to an eighth of that ahead.
+    for tag in 1..=70 {
+        written.push(
+            log.append_as_leader(&batch(tag, 64, 1_000, 0), 0)
+                .unwrap()
+                .batches,
+        );
+    }
+    let len = std::fs::metadata(segment(0)).unwrap().len();
+    assert!(len > 4 * MIB, "the file's size is its data: {len}");
+    let held = allocated(&segment(0));
+    if held <= len.next_multiple_of(4096) {
+        // A file system without fallocate (the write allocated as it went): nothing to check.
+        eprintln!("no preallocation on this file system ({held} bytes for {len})");
+        return;
+    }
+    assert!(held <= len + len / 8 + 64 * 1024, "{held} for {len}");
+    // A crash keeps the blocks; the next open gives them back and reads what was written.
+    drop(log);
+    let trimmed = |path| {
+        allocated(path)
+            <= std::fs::metadata(path)
+                .unwrap()
+                .len()
+                .next_multiple_of(4096)
+                + 4096
+    };
+    assert!(allocated(&segment(0)) > len.next_multiple_of(4096) + 4096);
+    let log = env.open(LogConfig::default());
+    let first = segment(0);
+    assert!(trimmed(&first), "{}", allocated(&first));
+    assert_eq!(read_all(&log, 0, 1 << 20), written);
+    // Appending again preallocates again; a roll seals the segment and trims it.
+    written.push(
+        log.append_as_leader(&batch(71, 64, 1_000, 0), 0)
+            .unwrap()
+            .batches,
+    );
+    assert!(!trimmed(&first));
+    log.roll().unwrap();
+    assert!(trimmed(&first), "sealed: {}", allocated(&first));
+    let next = log.log_end_offset();
+    written.push(
+        log.append_as_leader(&batch(72, 2, 200, 0), 0)
+            .unwrap()
+            .batches,
+    );
+    log.close().unwrap();
+    drop(log);
+    let last = segment(next);
+    assert!(trimmed(&last));
+    let log = env.open(LogConfig::default());
+    assert!(log.open_report().clean);
+    assert_eq!(read_all(&log, 0, 1 << 20), written);
+}

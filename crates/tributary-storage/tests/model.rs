@@ -144,6 +144,8 @@ fn run(ops: Vec<Op>, segment_bytes: u32, index_interval_bytes: u32) -> Result<()
     let resources = LogResources {
         files: FileCache::new(4),
         clock: clock as Arc<_>,
+        // Small steps, so the model crosses many preallocation boundaries.
+        preallocate_bytes: 4096,
     };
     let mut subject = Subject {
         dir: tmp.path().join("t-0"),

@@ -56,6 +56,7 @@ impl Env {
         let resources = LogResources {
             files: tributary_storage::FileCache::new(16),
             clock: clock.clone(),
+            preallocate_bytes: tributary_storage::DEFAULT_PREALLOCATE_BYTES,
         };
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
