@@ -1351,12 +1351,18 @@ impl Sim {
         }
     }
 
-    fn crash(&mut self, id: BrokerId) {
+    /// Stops broker `id`: a crash drops its logs without a clean close (they recover on the
+    /// next open); a clean stop closes them, snapshotting the producer state at each log end.
+    fn crash(&mut self, id: BrokerId, clean: bool) {
         let b = self.brokers.get_mut(&id).expect("known");
         b.up = false;
         b.life += 1;
         b.paused_until = None;
-        // Dropped without a clean close: the logs recover on the next open.
+        if clean {
+            for partition in b.partitions.values() {
+                partition.close().expect("closing a simulated log");
+            }
+        }
         b.partitions.clear();
         b.follows.clear();
         b.in_flight.clear();
@@ -1605,8 +1611,12 @@ impl Sim {
             0 | 1 => {
                 if self.brokers[&b].up {
                     let down_for = self.rng.between(50, 2_000);
-                    self.trace(|| format!("crash broker {b} for {down_for} ms"));
-                    self.crash(b);
+                    let clean = self.rng.chance(333);
+                    self.trace(|| {
+                        let how = if clean { "stop (clean)" } else { "crash" };
+                        format!("{how} broker {b} for {down_for} ms")
+                    });
+                    self.crash(b, clean);
                     self.schedule(down_for, Event::Restart(b));
                 }
             }
@@ -1682,7 +1692,7 @@ impl Sim {
                     self.trace(|| {
                         format!("crash leader {leader} of partition {p} for {down_for} ms")
                     });
-                    self.crash(leader);
+                    self.crash(leader, false);
                     self.schedule(down_for, Event::Restart(leader));
                 }
             }
