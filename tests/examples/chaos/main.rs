@@ -1310,6 +1310,24 @@ async fn run() -> Result<bool> {
                 println!("chaos: could not keep broker {id}'s data: {err}");
             }
         }
+        // Each copy of a duplicated value, as every broker's log stores it: whether the two
+        // copies came from one producer id and sequence (the broker failed to deduplicate) or
+        // from two (the client re-stamped a batch).
+        let mut dups: Vec<(&str, &Vec<(i32, i64)>)> = positions
+            .iter()
+            .filter(|(_, at)| at.len() > 1)
+            .map(|(v, at)| (*v, at))
+            .collect();
+        dups.sort();
+        for (value, at) in dups.iter().take(5) {
+            for &(p, offset) in at.iter() {
+                for (id, dir) in &data_dirs {
+                    let found =
+                        blocking(|| batch_at(dir, p, offset)).unwrap_or_else(|e| format!("{e:#}"));
+                    println!("chaos: {value} at {TOPIC}-{p}@{offset}, broker {id}: {found}");
+                }
+            }
+        }
         println!(
             "chaos: FAIL (seed {}); history in {}, the brokers' data in {}",
             args.seed,
@@ -1318,4 +1336,29 @@ async fn run() -> Result<bool> {
         );
     }
     Ok(ok)
+}
+
+/// The header of the batch holding `offset` in partition `p` of the broker data directory
+/// `data` (brokers stopped): producer id, epoch, sequence, leader epoch, as `tributary dump-log`
+/// names them.
+fn batch_at(data: &Path, p: i32, offset: i64) -> Result<String> {
+    let dir = walk_find(data, &format!("{TOPIC}-{p}")).context("no such partition here")?;
+    let log = tributary_storage::Log::open(
+        &dir,
+        tributary_storage::LogConfig::default(),
+        tributary_storage::LogResources::new(16),
+    )?;
+    let read = log.read(offset, 1, None, true)?;
+    let (h, _, _) = tributary_record::Batches::new(&read.records)
+        .next()
+        .context("no batch there")??;
+    Ok(format!(
+        "baseOffset: {} lastOffset: {} producerId: {} producerEpoch: {} baseSequence: {} partitionLeaderEpoch: {}",
+        h.base_offset,
+        h.last_offset(),
+        h.producer_id,
+        h.producer_epoch,
+        h.base_sequence,
+        h.partition_leader_epoch
+    ))
 }
