@@ -65,11 +65,6 @@ pub struct ProducerState {
     last_roll: i64,
 }
 
-fn last_seq(first: i32, header: &BatchHeader) -> i32 {
-    // Sequences wrap at i32::MAX (Kafka's DefaultRecordBatch.incrementSequence).
-    ((i64::from(first) + i64::from(header.last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32
-}
-
 fn next_seq(seq: i32) -> i32 {
     if seq == i32::MAX { 0 } else { seq + 1 }
 }
@@ -374,7 +369,7 @@ fn check_one(
 ) -> Result<Verdict, PartitionError> {
     let pid = header.producer_id;
     let first = header.base_sequence;
-    let last = last_seq(first, header);
+    let last = header.last_sequence();
     if known && header.producer_epoch < entry.epoch {
         return Err(PartitionError::new(
             ErrorCode::InvalidProducerEpoch,
@@ -430,7 +425,7 @@ fn remember(entry: &mut ProducerEntry, header: &BatchHeader, base_offset: i64) {
     }
     entry.batches.push_back(BatchRange {
         first_seq: header.base_sequence,
-        last_seq: last_seq(header.base_sequence, header),
+        last_seq: header.last_sequence(),
         first_offset: base_offset,
         last_offset: base_offset + i64::from(header.last_offset_delta),
     });

@@ -83,15 +83,9 @@ fn timestamp_name(header: &BatchHeader) -> &'static str {
 }
 
 fn batch_line(out: &mut String, h: &BatchHeader, position: u64, size: usize) {
-    let last_sequence = if h.base_sequence < 0 {
-        -1
-    } else {
-        ((i64::from(h.base_sequence) + i64::from(h.last_offset_delta)) % (i64::from(i32::MAX) + 1))
-            as i32
-    };
     let _ = writeln!(
         out,
-        "baseOffset: {} lastOffset: {} count: {} baseSequence: {} lastSequence: {last_sequence} \
+        "baseOffset: {} lastOffset: {} count: {} baseSequence: {} lastSequence: {} \
          producerId: {} producerEpoch: {} partitionLeaderEpoch: {} isTransactional: {} \
          isControl: {} position: {position} {}: {} size: {size} magic: 2 compresscodec: {} \
          crc: {} isvalid: true",
@@ -99,6 +93,7 @@ fn batch_line(out: &mut String, h: &BatchHeader, position: u64, size: usize) {
         h.last_offset(),
         h.record_count,
         h.base_sequence,
+        h.last_sequence(),
         h.producer_id,
         h.producer_epoch,
         h.partition_leader_epoch,
@@ -119,12 +114,8 @@ fn records_lines(out: &mut String, h: &BatchHeader, batch: &bytes::Bytes) {
             return;
         }
     };
-    for (i, r) in records.iter().enumerate() {
-        let sequence = if h.base_sequence < 0 {
-            -1
-        } else {
-            ((i64::from(h.base_sequence) + i as i64) % (i64::from(i32::MAX) + 1)) as i32
-        };
+    for r in &records {
+        let sequence = h.sequence_at(i32::try_from(r.offset - h.base_offset).unwrap_or(-1));
         let keys: Vec<&str> = r.headers.iter().map(|x| x.key.as_str()).collect();
         let _ = write!(
             out,

@@ -286,6 +286,21 @@ impl BatchHeader {
         self.last_offset() + 1
     }
 
+    /// Sequence number of the record at `offset_delta` in the batch, wrapping at `i32::MAX` as
+    /// Kafka's do (`DefaultRecordBatch.incrementSequence`); [`NO_SEQUENCE`] without one.
+    pub fn sequence_at(&self, offset_delta: i32) -> i32 {
+        if self.base_sequence < 0 {
+            return NO_SEQUENCE;
+        }
+        ((i64::from(self.base_sequence) + i64::from(offset_delta)) % (i64::from(i32::MAX) + 1))
+            as i32
+    }
+
+    /// Sequence number of the batch's last record (see [`Self::sequence_at`]).
+    pub fn last_sequence(&self) -> i32 {
+        self.sequence_at(self.last_offset_delta)
+    }
+
     /// Compression codec of the records.
     pub fn compression(&self) -> Compression {
         Compression::from_attributes(self.attributes)
@@ -521,6 +536,25 @@ mod tests {
         );
         let records = decode_records(&Bytes::from(batch)).unwrap();
         assert_eq!(records.len(), 2, "the records are untouched");
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max_and_a_batch_without_one_has_none() {
+        let mut batch = sample().to_vec();
+        let plain = verify_batch(&batch).unwrap();
+        assert_eq!(
+            (plain.sequence_at(0), plain.last_sequence()),
+            (NO_SEQUENCE, NO_SEQUENCE)
+        );
+        set_producer(&mut batch, 1, 0, 10);
+        let header = verify_batch(&batch).unwrap();
+        assert_eq!((header.sequence_at(1), header.last_sequence()), (11, 11));
+        set_producer(&mut batch, 1, 0, i32::MAX);
+        let header = verify_batch(&batch).unwrap();
+        assert_eq!(
+            (header.sequence_at(0), header.last_sequence()),
+            (i32::MAX, 0)
+        );
     }
 
     #[test]
