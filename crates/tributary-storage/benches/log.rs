@@ -15,6 +15,9 @@
 //!   time, which includes writing the dirty segment to disk, is printed). Set
 //!   `TRIBUTARY_BENCH_RECOVERY_MB` for another size (default 1024).
 //!
+//! Every log preallocates as a broker's does (`LogResources::new`); set
+//! `TRIBUTARY_BENCH_PREALLOCATE` to another step in bytes (0: none) to compare.
+//!
 //! Run with `cargo bench -p tributary-storage`. Under `cargo test` (criterion's test mode,
 //! every routine once) the read and recovery logs are shrunk to a few MiB.
 
