@@ -188,7 +188,7 @@ impl Partition {
             let _span = self.span(state.leader_epoch).entered();
             let (producers, last_batch_offset) = {
                 let p = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-                (p.len(), p.last_batch_offset())
+                (p.producer_count(), p.last_batch_offset())
             };
             tracing::info!(
                 log_end_offset = self.log.log_end_offset(),

@@ -148,13 +148,8 @@ impl ProducerState {
     }
 
     /// How many producer ids have state here.
-    pub fn len(&self) -> usize {
+    pub fn producer_count(&self) -> usize {
         self.producers.len()
-    }
-
-    /// Whether no producer id has state here.
-    pub fn is_empty(&self) -> bool {
-        self.producers.is_empty()
     }
 
     /// The last offset of the newest batch any producer id is known by (-1 with none): right
