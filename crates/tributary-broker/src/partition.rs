@@ -377,11 +377,10 @@ impl Partition {
             ));
         }
         let info = self
-            .log
-            .append_as_leader(records, role.leader_epoch)
+            .append_observed(&mut producers, |log| {
+                log.append_as_leader(records, role.leader_epoch)
+            })
             .map_err(|e| storage_error(&self.tp, e))?;
-        producers.observe(&info.batches);
-        producers.maybe_snapshot(&self.log, false);
         drop(producers);
         self.advance_high_watermark(&role);
         // Followers long-polling for new data wake up.
@@ -694,18 +693,33 @@ impl Partition {
         }
         if !records.is_empty() {
             let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-            let info = self
-                .log
-                .append_as_follower(records)
+            self.append_observed(&mut producers, |log| log.append_as_follower(records))
                 .map_err(|e| storage_error(&self.tp, e))?;
-            producers.observe(&info.batches);
-            producers.maybe_snapshot(&self.log, false);
         }
         let hw = leader_high_watermark.min(self.log.log_end_offset());
         if hw > self.high_watermark() {
             self.high_watermark.store(hw, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Runs `append` and keeps the producer state in step with what the log then holds, also
+    /// when the append fails after writing some of its batches (a later segment group or the
+    /// flush failing on a full disk): those batches are in the log, and a producer's retry of
+    /// one must be answered with its offsets, not appended a second time.
+    fn append_observed(
+        &self,
+        producers: &mut ProducerState,
+        append: impl FnOnce(&Log) -> Result<AppendInfo, StorageError>,
+    ) -> Result<AppendInfo, StorageError> {
+        let before = self.log.log_end_offset();
+        let result = append(&self.log);
+        match &result {
+            Ok(info) => producers.observe(&info.batches),
+            Err(_) => producers.catch_up(&self.log, before),
+        }
+        producers.maybe_snapshot(&self.log, false);
+        result
     }
 
     fn check_follows(
@@ -868,6 +882,89 @@ mod tests {
             leader_epoch: epoch,
             partition_epoch,
         }
+    }
+
+    /// An idempotent batch as a leader stored it: `pid`'s records from `seq`, at `offset`.
+    fn stored_batch(pid: i64, seq: i32, offset: i64, epoch: i32, n: usize) -> bytes::Bytes {
+        let mut builder = tributary_record::BatchBuilder::new(1_000).producer(pid, 0, seq);
+        for i in 0..n {
+            builder.push(
+                1_000,
+                None,
+                Some(format!("{pid}-{seq}-{i}").as_bytes()),
+                &[],
+            );
+        }
+        let mut bytes = builder.build().to_vec();
+        tributary_record::set_base_offset(&mut bytes, offset);
+        tributary_record::set_partition_leader_epoch(&mut bytes, epoch);
+        bytes.into()
+    }
+
+    #[test]
+    fn a_follower_append_that_fails_part_way_still_deduplicates_the_batches_it_wrote() {
+        // A tmpfs of its own, filled to the last byte: the first batch of the append fits in
+        // the active segment's last page, the roll the second one needs cannot create a file.
+        let tmp = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(tmp.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return;
+        }
+        struct Unmount<'a>(&'a std::path::Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(tmp.path());
+        let mut resources = LogResources::new(16);
+        resources.preallocate_bytes = 0;
+        let log = Log::open(&tmp.path().join("t-0"), LogConfig::default(), resources).unwrap();
+        let p = Partition::new(
+            TopicPartition::new("t", 0),
+            Uuid::nil(),
+            2,
+            log,
+            Arc::new(watch::channel(0).0),
+        );
+        p.apply_state(&state(1, 1, &[1, 2], 1)).unwrap();
+        p.follower_append(1, 1, stored_batch(7, 0, 0, 1, 3), 0)
+            .unwrap();
+
+        let filler = tmp.path().join("filler");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&filler).unwrap();
+            while file.write_all(&[0u8; 4096]).is_ok() {}
+            while file.write_all(&[0u8; 1]).is_ok() {}
+        }
+        // Batch A continues producer 7's sequence; batch B sits past what the active segment's
+        // 32-bit relative offsets reach (a gap compaction can leave), so it needs a new segment.
+        let mut records = stored_batch(7, 3, 3, 1, 1).to_vec();
+        records.extend_from_slice(&stored_batch(8, 0, 4 + i64::from(i32::MAX), 1, 1));
+        let err = p
+            .follower_append(1, 1, records.into(), 0)
+            .expect_err("the roll cannot create a segment on a full disk");
+        assert_eq!(err.code, ErrorCode::KafkaStorageError, "{err:?}");
+        assert_eq!(p.log().log_end_offset(), 4, "batch A stayed in the log");
+
+        std::fs::remove_file(&filler).unwrap();
+        p.apply_state(&state(2, 2, &[1, 2], 2)).unwrap();
+        let mut retry = tributary_record::BatchBuilder::new(1_000).producer(7, 0, 3);
+        retry.push(1_000, None, Some(b"7-3-0"), &[]);
+        let (info, _) = p.append(&retry.build(), None).unwrap();
+        assert_eq!(
+            (info.first_offset, info.record_count),
+            (3, 0),
+            "the retry of batch A is answered with its offset, not appended again"
+        );
+        assert_eq!(p.log().log_end_offset(), 4);
     }
 
     #[test]

@@ -223,6 +223,23 @@ impl ProducerState {
         Ok(Verdict::Append)
     }
 
+    /// Observes the batches the log holds from `from` to its end: after an append that failed
+    /// part-way (a later group or a flush failed after earlier batches were written), the
+    /// state must still know every batch the log holds, or a retry of one would be appended
+    /// again.
+    pub fn catch_up(&mut self, log: &Log, from: i64) {
+        let to = log.log_end_offset();
+        if to > from {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                from,
+                to,
+                "a failed append left batches in the log; the producer state observes them"
+            );
+            self.replay(log, from, to);
+        }
+    }
+
     /// Records the batches of `records` (appended, offsets assigned).
     pub fn observe(&mut self, records: &[u8]) {
         for (header, _, _) in Batches::new(records).flatten() {
