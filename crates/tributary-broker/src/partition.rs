@@ -331,7 +331,7 @@ impl Partition {
     /// the write is refused (NOT_ENOUGH_REPLICAS) before anything is appended.
     pub fn append(
         &self,
-        records: &[u8],
+        records: &bytes::Bytes,
         min_insync: Option<usize>,
     ) -> Result<(AppendInfo, i32), PartitionError> {
         // Control batches (transaction markers) are written by brokers, never by clients.
@@ -363,16 +363,7 @@ impl Partition {
         if let Verdict::Duplicate(range) = producers.check(records)? {
             // A retry of a batch already in the log: its original offsets, nothing appended.
             return Ok((
-                AppendInfo {
-                    first_offset: range.first_offset,
-                    last_offset: range.last_offset,
-                    max_timestamp: -1,
-                    log_append_time_ms: -1,
-                    record_count: 0,
-                    batch_count: 0,
-                    bytes: 0,
-                    batches: bytes::Bytes::new(),
-                },
+                AppendInfo::already_appended(range.first_offset, range.last_offset),
                 role.leader_epoch,
             ));
         }
@@ -715,7 +706,7 @@ impl Partition {
         let before = self.log.log_end_offset();
         let result = append(&self.log);
         match &result {
-            Ok(info) => producers.observe(&info.batches),
+            Ok(info) => producers.observe_headers(info.headers()),
             Err(_) => producers.catch_up(&self.log, before),
         }
         producers.maybe_snapshot(&self.log, false);
@@ -925,7 +916,7 @@ mod tests {
         let _unmount = Unmount(tmp.path());
         let mut resources = LogResources::new(16);
         resources.preallocate_bytes = 0;
-        let log = Log::open(&tmp.path().join("t-0"), LogConfig::default(), resources).unwrap();
+        let log = Log::open(tmp.path().join("t-0"), LogConfig::default(), resources).unwrap();
         let p = Partition::new(
             TopicPartition::new("t", 0),
             Uuid::nil(),

@@ -243,12 +243,23 @@ impl ProducerState {
     /// Records the batches of `records` (appended, offsets assigned).
     pub fn observe(&mut self, records: &[u8]) {
         for (header, _, _) in Batches::new(records).flatten() {
-            if header.producer_id == NO_PRODUCER_ID || header.is_control() {
-                continue;
-            }
-            let entry = self.producers.entry(header.producer_id).or_default();
-            remember(entry, &header, header.base_offset);
+            self.observe_header(&header);
         }
+    }
+
+    /// Records appended batches by their headers (offsets assigned).
+    pub fn observe_headers<'a>(&mut self, headers: impl IntoIterator<Item = &'a BatchHeader>) {
+        for header in headers {
+            self.observe_header(header);
+        }
+    }
+
+    fn observe_header(&mut self, header: &BatchHeader) {
+        if header.producer_id == NO_PRODUCER_ID || header.is_control() {
+            return;
+        }
+        let entry = self.producers.entry(header.producer_id).or_default();
+        remember(entry, header, header.base_offset);
     }
 
     /// Snapshots the state at `offset` (everything below it observed) if the active segment
@@ -302,7 +313,10 @@ impl ProducerState {
             }
             text.push('\n');
         }
-        text.push_str(&format!("crc32c {:08x}\n", crc32c::crc32c(text.as_bytes())));
+        text.push_str(&format!(
+            "crc32c {:08x}\n",
+            tributary_record::crc32c(text.as_bytes())
+        ));
         let path = self.snapshot_path(offset);
         let tmp = path.with_extension("tmp");
         {
@@ -329,7 +343,7 @@ impl ProducerState {
         let (body, sum) = text.split_at(body_end);
         let expected = u32::from_str_radix(sum.trim_start_matches("crc32c ").trim(), 16)
             .map_err(|e| e.to_string())?;
-        if crc32c::crc32c(body.as_bytes()) != expected {
+        if tributary_record::crc32c(body.as_bytes()) != expected {
             return Err("checksum mismatch".into());
         }
         let mut lines = body.lines();
@@ -468,7 +482,7 @@ mod tests {
             Verdict::Duplicate(range) => Ok(range.first_offset),
             Verdict::Append => {
                 let info = log.append_as_leader(records, 0).unwrap();
-                state.observe(&info.batches);
+                state.observe_headers(info.headers());
                 Ok(info.first_offset)
             }
         }

@@ -164,7 +164,7 @@ impl BatchBuilder {
         out.put_i32(self.base_sequence);
         out.put_i32(self.record_count);
         out.extend_from_slice(records);
-        let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+        let crc = crate::crc32c(&out[ATTRIBUTES_AT..]);
         out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(out.freeze())
     }

@@ -395,7 +395,7 @@ pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, RecordError> {
             ))
         });
     }
-    let computed = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
+    let computed = crate::crc32c(&buf[ATTRIBUTES_AT..]);
     if computed != header.crc {
         return Err(RecordError::CrcMismatch {
             stored: header.crc,
@@ -464,6 +464,34 @@ impl<'a> Iterator for Batches<'a> {
     }
 }
 
+/// CRC-32C (Castagnoli), the checksum of the record batch format (and of our own files).
+pub fn crc32c(data: &[u8]) -> u32 {
+    // The 32-bit CRC comes back widened to u64.
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+}
+
+/// A CRC-32C computed over data given in pieces.
+#[derive(Clone, Debug)]
+pub struct Crc32c(crc_fast::Digest);
+
+impl Default for Crc32c {
+    fn default() -> Self {
+        Self(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi))
+    }
+}
+
+impl Crc32c {
+    /// Adds the next piece.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The CRC of every piece so far.
+    pub fn finish(&self) -> u32 {
+        self.0.finalize() as u32
+    }
+}
+
 /// Sets the base offset of the batch at the start of `batch` (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
@@ -482,7 +510,7 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, bas
     batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
     batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&producer_epoch.to_be_bytes());
     batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    let crc = crate::crc32c(&batch[ATTRIBUTES_AT..]);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -493,7 +521,7 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
     let attributes = read_i16(batch, ATTRIBUTES_AT) | TIMESTAMP_TYPE_BIT;
     batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    let crc = crate::crc32c(&batch[ATTRIBUTES_AT..]);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -519,6 +547,19 @@ mod tests {
         builder.push(1_000, Some(b"k1"), Some(b"v1"), &[]);
         builder.push(1_005, None, Some(b"v2"), &[("h", Some(b"x"))]);
         builder.build()
+    }
+
+    #[test]
+    fn crc32c_is_castagnolis_in_one_piece_and_in_many() {
+        // The check value of CRC-32C (RFC 3720's iSCSI CRC).
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let mut pieces = Crc32c::default();
+        for chunk in data.chunks(4_093) {
+            pieces.update(chunk);
+        }
+        assert_eq!(pieces.finish(), crc32c(&data));
+        assert_eq!(Crc32c::default().finish(), crc32c(&[]));
     }
 
     #[test]

@@ -207,7 +207,7 @@ mod tests {
         out.extend_from_slice(records);
         let length = (out.len() - crate::LOG_OVERHEAD) as i32;
         out[8..12].copy_from_slice(&length.to_be_bytes());
-        let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+        let crc = crate::crc32c(&out[ATTRIBUTES_AT..]);
         out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         Bytes::from(out)
     }

@@ -131,7 +131,7 @@ fn remove_checkpoint(partition: &Path) {
 }
 
 /// Appends copies of `batch` until the log holds about `bytes` data bytes.
-fn fill(log: &Log, batch: &[u8], bytes: u64) {
+fn fill(log: &Log, batch: &Bytes, bytes: u64) {
     while log.size_bytes() + batch.len() as u64 <= bytes {
         log.append_as_leader(batch, 0).expect("append");
     }

@@ -1373,7 +1373,7 @@ fn write_header(
 fn finish_batch(out: &mut [u8]) {
     let length = (out.len() - tributary_record::LOG_OVERHEAD) as i32;
     out[8..12].copy_from_slice(&length.to_be_bytes());
-    let crc = crc32c::crc32c(&out[CRC_COVERED_FROM..]);
+    let crc = tributary_record::crc32c(&out[CRC_COVERED_FROM..]);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 

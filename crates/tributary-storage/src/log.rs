@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -120,8 +121,73 @@ pub struct AppendInfo {
     pub batch_count: usize,
     /// Bytes appended.
     pub bytes: usize,
-    /// The batches as written (offsets and epoch assigned), for replication or caching.
-    pub batches: Bytes,
+    /// Every batch appended: its header as written (offsets and epoch assigned) and its
+    /// position in `source`.
+    headers: Vec<(BatchHeader, usize)>,
+    /// The bytes given to the append; [`AppendInfo::batches`] stamps them as written.
+    source: Bytes,
+}
+
+impl AppendInfo {
+    /// What a retried append of batches already in the log reports: their offsets, nothing
+    /// written.
+    pub fn already_appended(first_offset: i64, last_offset: i64) -> Self {
+        Self {
+            first_offset,
+            last_offset,
+            max_timestamp: tributary_record::NO_TIMESTAMP,
+            log_append_time_ms: -1,
+            record_count: 0,
+            batch_count: 0,
+            bytes: 0,
+            headers: Vec::new(),
+            source: Bytes::new(),
+        }
+    }
+
+    /// The batches exactly as written: the leader's offsets and epoch stamped in. A leader's
+    /// append writes the stamps beside the producer's bytes instead of copying them, so this
+    /// copies (tests and tools; the broker needs only [`AppendInfo::headers`]).
+    pub fn batches(&self) -> Bytes {
+        let mut out = BytesMut::from(&self.source[..]);
+        for &(header, at) in &self.headers {
+            out[at..at + STAMP_LEN].copy_from_slice(&stamp(&header));
+        }
+        out.freeze()
+    }
+
+    /// The header of every batch appended, as written (offsets and epoch assigned).
+    pub fn headers(&self) -> impl Iterator<Item = &BatchHeader> {
+        self.headers.iter().map(|(header, _)| header)
+    }
+}
+
+/// The first bytes of a batch, which the leader stamps (base offset, batch length, partition
+/// leader epoch): outside the CRC, so the rest is written as the producer sent it.
+const STAMP_LEN: usize = 16;
+
+/// Batches up to this size are stamped in a copy on the stack and written with one plain
+/// `pwrite`: below it the copy costs less than a vectored write's extra work.
+const SMALL_BATCH: usize = 1024;
+
+/// A batch's first bytes as the leader writes them: `header`'s base offset, batch length and
+/// partition leader epoch.
+fn stamp(header: &BatchHeader) -> [u8; STAMP_LEN] {
+    let mut stamp = [0u8; STAMP_LEN];
+    stamp[..8].copy_from_slice(&header.base_offset.to_be_bytes());
+    stamp[8..12].copy_from_slice(&header.batch_length.to_be_bytes());
+    stamp[12..].copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    stamp
+}
+
+/// What an append writes.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The batches exactly as given (a follower's copy of the leader's).
+    Whole(&'a [u8]),
+    /// The producer's batches: each written as [`stamp`] of its header (offsets assigned),
+    /// then its bytes after the stamp.
+    Stamped(&'a [u8]),
 }
 
 /// Whole batches read from the log.
@@ -597,7 +663,12 @@ impl Log {
     ///
     /// On a compacted log (`cleanup.policy` with `compact`) every record must have a key, as in
     /// Kafka: a keyless one fails the append with [`StorageError::InvalidBatch`] naming it.
-    pub fn append_as_leader(&self, records: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
+    ///
+    /// The producer's bytes are not copied: each batch is written as its stamped first 16
+    /// bytes (base offset, length, leader epoch: outside the CRC) followed by the rest of it
+    /// as received, in one vectored write. Only log-append-time topics, whose stamp changes
+    /// the CRC-covered max timestamp, copy the batches to re-stamp them.
+    pub fn append_as_leader(&self, records: &Bytes, leader_epoch: i32) -> Result<AppendInfo> {
         let (max_message_bytes, compacted) = {
             let state = self.read_state()?;
             (state.config.max_message_bytes, state.config.is_compacted())
@@ -625,15 +696,14 @@ impl Log {
         let now = self.resources.clock.now_ms();
         let log_append_time = state.config.message_timestamp_type == TimestampType::LogAppendTime;
         let first_offset = state.log_end_offset();
-        let mut buf = BytesMut::from(records);
+        // Log-append time changes CRC-covered bytes: those batches are copied and re-stamped.
+        let mut copy = log_append_time.then(|| BytesMut::from(&records[..]));
         let mut next = first_offset;
         let mut max_timestamp = tributary_record::NO_TIMESTAMP;
         let mut stamped = Vec::with_capacity(headers.len());
         for &(mut header, position) in &headers {
-            let batch = &mut buf[position..position + header.total_len()];
-            tributary_record::set_base_offset(batch, next);
-            tributary_record::set_partition_leader_epoch(batch, leader_epoch);
-            if log_append_time {
+            if let Some(copy) = &mut copy {
+                let batch = &mut copy[position..position + header.total_len()];
                 tributary_record::set_log_append_time(batch, now);
                 header.max_timestamp = now;
             }
@@ -652,9 +722,9 @@ impl Log {
                 header.max_timestamp
             });
         }
-        let batches = buf.freeze();
+        let source = copy.map_or_else(|| records.clone(), BytesMut::freeze);
         state.epochs.assign(leader_epoch, first_offset)?;
-        self.append_locked(&mut state, &batches, &stamped)?;
+        self.append_locked(&mut state, Source::Stamped(&source), &stamped)?;
         Self::after_append(&mut state, &self.dir, &self.resources, record_count, now)?;
         Ok(AppendInfo {
             first_offset,
@@ -663,8 +733,9 @@ impl Log {
             log_append_time_ms: if log_append_time { now } else { -1 },
             record_count,
             batch_count: headers.len(),
-            bytes: batches.len(),
-            batches,
+            bytes: source.len(),
+            headers: stamped,
+            source,
         })
     }
 
@@ -705,7 +776,7 @@ impl Log {
                 .epochs
                 .assign(header.partition_leader_epoch, header.base_offset)?;
         }
-        self.append_locked(&mut state, &records, &headers)?;
+        self.append_locked(&mut state, Source::Whole(&records), &headers)?;
         Self::after_append(&mut state, &self.dir, &self.resources, record_count, now)?;
         Ok(AppendInfo {
             first_offset,
@@ -715,7 +786,8 @@ impl Log {
             record_count,
             batch_count: headers.len(),
             bytes: records.len(),
-            batches: records,
+            headers,
+            source: records,
         })
     }
 
@@ -726,7 +798,7 @@ impl Log {
     fn append_locked(
         &self,
         state: &mut State,
-        batches: &[u8],
+        batches: Source<'_>,
         headers: &[(BatchHeader, usize)],
     ) -> Result<()> {
         let cache = &self.resources.files;
@@ -755,11 +827,43 @@ impl Log {
                 self.roll_locked(state, group_first)?;
             }
             let active = state.active_mut();
-            let position = active.write(
-                cache,
-                &batches[start..end],
-                self.resources.preallocate_bytes,
-            )?;
+            let preallocate = self.resources.preallocate_bytes;
+            let position = match batches {
+                Source::Whole(bytes) => {
+                    active.write(cache, &[IoSlice::new(&bytes[start..end])], preallocate)?
+                }
+                // One batch (what producers send): its two pieces from the stack; a small one
+                // copied whole, where one plain write costs less than a vectored one.
+                Source::Stamped(records) if j == i + 1 => {
+                    let (header, at) = headers[i];
+                    let stamp = stamp(&header);
+                    let rest = &records[at + STAMP_LEN..at + header.total_len()];
+                    if header.total_len() <= SMALL_BATCH {
+                        let mut whole = [0u8; SMALL_BATCH];
+                        whole[..STAMP_LEN].copy_from_slice(&stamp);
+                        whole[STAMP_LEN..header.total_len()].copy_from_slice(rest);
+                        let whole = &whole[..header.total_len()];
+                        active.write(cache, &[IoSlice::new(whole)], preallocate)?
+                    } else {
+                        let parts = [IoSlice::new(&stamp), IoSlice::new(rest)];
+                        active.write(cache, &parts, preallocate)?
+                    }
+                }
+                Source::Stamped(records) => {
+                    let stamps: Vec<_> = headers[i..j].iter().map(|(h, _)| stamp(h)).collect();
+                    let parts: Vec<_> = headers[i..j]
+                        .iter()
+                        .zip(&stamps)
+                        .flat_map(|(&(header, at), stamp)| {
+                            [
+                                IoSlice::new(stamp),
+                                IoSlice::new(&records[at + STAMP_LEN..at + header.total_len()]),
+                            ]
+                        })
+                        .collect();
+                    active.write(cache, &parts, preallocate)?
+                }
+            };
             for &(header, at) in &headers[i..j] {
                 active.index_batch(&header, position + (at - start) as u64, interval);
             }

@@ -536,18 +536,23 @@ impl Segment {
         })
     }
 
-    /// Writes `bytes` (whole, validated batches) at the end of the data file, first allocating
-    /// the file's blocks ahead when the write passes what is allocated: `preallocate` bytes at
-    /// a time, but never more than an eighth of the segment's size (0: never). On failure the
-    /// file is cut back so no partial batch remains.
-    pub fn write(&mut self, cache: &FileCache, bytes: &[u8], preallocate: u64) -> Result<u64> {
+    /// Writes `parts` (together whole, validated batches) at the end of the data file in one
+    /// vectored write, first allocating the file's blocks ahead when the write passes what is
+    /// allocated: `preallocate` bytes at a time, but never more than an eighth of the segment's
+    /// size (0: never). On failure the file is cut back so no partial batch remains.
+    pub fn write(
+        &mut self,
+        cache: &FileCache,
+        parts: &[std::io::IoSlice<'_>],
+        preallocate: u64,
+    ) -> Result<u64> {
         let files = match &self.pinned {
             Some(files) => files.clone(),
             None => self.files(cache)?,
         };
         self.pinned = Some(files.clone());
         let position = self.size;
-        let end = position + bytes.len() as u64;
+        let end = position + parts.iter().map(|p| p.len() as u64).sum::<u64>();
         if end > self.preallocated {
             // Never more ahead than an eighth of what the segment holds: a partition written
             // rarely never preallocates, and 10,000 partitions cannot hold 4 MiB each for
@@ -557,7 +562,7 @@ impl Segment {
                 self.preallocate(&files.log, position, end, chunk);
             }
         }
-        if let Err(err) = files.log.write_all_at(bytes, position) {
+        if let Err(err) = write_all_vectored_at(&files.log, parts, position) {
             let err = StorageError::io("append to", &self.log_path, err);
             // Best effort: the size we track already excludes the partial write, and recovery
             // would cut it anyway; trimming now keeps the file clean for a retry.
@@ -1040,19 +1045,60 @@ pub(crate) fn scan_batches(
     })
 }
 
+/// `pwritev` of every part, in order, from `position`, until all is written.
+fn write_all_vectored_at(
+    file: &File,
+    parts: &[std::io::IoSlice<'_>],
+    mut position: u64,
+) -> std::io::Result<()> {
+    if let [one] = parts {
+        return file.write_all_at(one, position);
+    }
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut written = 0;
+    if parts.len() <= 1024 {
+        // The common case: one call writes it all, with no copy of the piece list.
+        match rustix::io::pwritev(file, parts, position) {
+            Ok(n) if n == total => return Ok(()),
+            Ok(n) => written = n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    // A short write, EINTR, or more pieces than one call takes: go on after what is written.
+    let mut owned: Vec<std::io::IoSlice<'_>> = parts.to_vec();
+    let mut parts = &mut owned[..];
+    std::io::IoSlice::advance_slices(&mut parts, written);
+    position += written as u64;
+    while !parts.is_empty() {
+        // At most IOV_MAX (1024 on Linux) pieces per call.
+        let now = parts.len().min(1024);
+        match rustix::io::pwritev(file, &parts[..now], position) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                position += n as u64;
+                std::io::IoSlice::advance_slices(&mut parts, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
 /// CRC-32C of the file's bytes `[from, to)`, read a chunk at a time.
 fn crc_of_range(file: &File, path: &Path, from: u64, to: u64) -> Result<u32> {
     let mut chunk = vec![0u8; SCAN_CHUNK_BYTES];
-    let mut crc = 0u32;
+    let mut crc = tributary_record::Crc32c::default();
     let mut at = from;
     while at < to {
         let n = ((to - at) as usize).min(chunk.len());
         file.read_exact_at(&mut chunk[..n], at)
             .map_err(io_err("read", path))?;
-        crc = crc32c::crc32c_append(crc, &chunk[..n]);
+        crc.update(&chunk[..n]);
         at += n as u64;
     }
-    Ok(crc)
+    Ok(crc.finish())
 }
 
 /// Entry count of an index file and the bytes of its last entry (header and length checked).

@@ -495,9 +495,12 @@ fn compressed_batches_keep_their_codec_and_control_batches_their_bytes() {
     // A control batch (transaction marker shape: attributes bit 5).
     let mut control = keyed(&[("marker", Some("commit"))], T0).to_vec();
     control[22] |= 0x20;
-    let crc = crc32c::crc32c(&control[21..]);
+    let crc = tributary_record::crc32c(&control[21..]);
     control[17..21].copy_from_slice(&crc.to_be_bytes());
-    let control_offset = log.append_as_leader(&control, 1).unwrap().first_offset;
+    let control_offset = log
+        .append_as_leader(&control.into(), 1)
+        .unwrap()
+        .first_offset;
     log.append_as_leader(&keyed(&[("a", Some("last"))], T0), 1)
         .unwrap();
     log.roll().unwrap();

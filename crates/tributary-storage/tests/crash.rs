@@ -59,7 +59,7 @@ fn prepare(dir: &Path, flushed: usize, unflushed: usize) -> (Vec<Bytes>, u64) {
         written.push(
             log.append_as_leader(&batch(tag as u64, 3, 40, 1_000), 1)
                 .unwrap()
-                .batches,
+                .batches(),
         );
     }
     log.flush().unwrap();
@@ -68,7 +68,7 @@ fn prepare(dir: &Path, flushed: usize, unflushed: usize) -> (Vec<Bytes>, u64) {
         written.push(
             log.append_as_leader(&batch(tag as u64, 3, 40, 1_000), 1)
                 .unwrap()
-                .batches,
+                .batches(),
         );
     }
     drop(log);
@@ -166,7 +166,7 @@ fn damaged_indexes_are_rebuilt_from_the_data() {
         written.push(
             log.append_as_leader(&batch(tag, 3, 40, 1_000 + tag as i64), 1)
                 .unwrap()
-                .batches,
+                .batches(),
         );
     }
     log.close().unwrap();

@@ -47,7 +47,7 @@ fn a_full_disk_fails_appends_cleanly_and_loses_nothing_acknowledged() {
     let mut full = None;
     for tag in 0..10_000 {
         match log.append_as_leader(&batch(tag, 10, 100, 0), 0) {
-            Ok(info) => acked.push(info.batches),
+            Ok(info) => acked.push(info.batches()),
             Err(err) => {
                 full = Some(err);
                 break;

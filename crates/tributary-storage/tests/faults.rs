@@ -15,7 +15,7 @@ fn fill(env: &Env) -> (Vec<Bytes>, Vec<i64>) {
         .map(|tag| {
             log.append_as_leader(&batch(tag, 2, 200, 1_000), 1)
                 .unwrap()
-                .batches
+                .batches()
         })
         .collect();
     log.flush().unwrap();
@@ -99,10 +99,10 @@ fn lying_record_counts_and_overflowing_offsets_are_refused() {
     let mut lie = batch(0, 1, 10, 0).to_vec();
     lie[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes()); // last offset delta
     lie[57..61].copy_from_slice(&i32::MAX.to_be_bytes()); // record count
-    let crc = crc32c::crc32c(&lie[21..]);
+    let crc = tributary_record::crc32c(&lie[21..]);
     lie[17..21].copy_from_slice(&crc.to_be_bytes());
     assert!(matches!(
-        log.append_as_leader(&lie, 0),
+        log.append_as_leader(&lie.into(), 0),
         Err(StorageError::InvalidBatch { .. })
     ));
     // A follower batch whose offsets would pass i64::MAX.

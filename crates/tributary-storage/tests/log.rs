@@ -8,6 +8,35 @@ use tributary_record::{BatchHeader, TimestampType, verify_batch};
 use tributary_storage::{EpochEndOffset, LogConfig, StorageError};
 
 #[test]
+fn an_append_of_more_batches_than_one_vectored_write_takes_is_written_whole() {
+    // A leader writes each batch as two pieces (its stamp, then the producer's bytes), and one
+    // pwritev takes at most 1,024: 700 batches need two calls.
+    let env = Env::new();
+    let log = env.open(LogConfig::default());
+    log.append_as_leader(&batch(0, 2, 10, 0), 1).unwrap();
+    let mut records = Vec::new();
+    for tag in 1..=700u64 {
+        records.extend_from_slice(&batch(tag, 1 + tag as usize % 3, 10, 0));
+    }
+    let info = log.append_as_leader(&records.into(), 7).unwrap();
+    assert_eq!((info.first_offset, info.batch_count), (2, 700));
+    let read = read_all(&log, 2, 1 << 30);
+    assert_eq!(read.len(), 700);
+    assert_eq!(read.concat(), info.batches()[..]);
+    let mut next = 2;
+    for (batch, header) in read.iter().zip(info.headers()) {
+        let stored = verify_batch(batch).unwrap();
+        assert_eq!(
+            (stored.base_offset, stored.partition_leader_epoch),
+            (next, 7)
+        );
+        assert_eq!(stored, *header);
+        next = stored.next_offset();
+    }
+    assert_eq!(log.log_end_offset(), next);
+}
+
+#[test]
 fn appends_get_dense_offsets_and_read_back_as_written() {
     let env = Env::new();
     let log = env.open(LogConfig::default());
@@ -18,7 +47,7 @@ fn appends_get_dense_offsets_and_read_back_as_written() {
             .unwrap();
         assert_eq!(info.first_offset, tag as i64 * 3);
         assert_eq!(info.last_offset, tag as i64 * 3 + 2);
-        written.push(info.batches);
+        written.push(info.batches());
     }
     assert_eq!(log.log_end_offset(), 30);
     let read = read_all(&log, 0, 1 << 20);
@@ -79,7 +108,7 @@ fn segments_roll_by_size_and_age_and_reads_cross_them() {
         written.push(
             log.append_as_leader(&batch(tag, 2, 200, env.clock.now()), 0)
                 .unwrap()
-                .batches,
+                .batches(),
         );
     }
     let segments = log.segment_count();
@@ -102,7 +131,7 @@ fn clean_close_reopens_without_a_scan_and_crash_reopens_with_one() {
         written.push(
             log.append_as_leader(&batch(tag, 2, 200, 1_000 + tag as i64), 1)
                 .unwrap()
-                .batches,
+                .batches(),
         );
     }
     log.close().unwrap();
@@ -122,7 +151,7 @@ fn clean_close_reopens_without_a_scan_and_crash_reopens_with_one() {
     written.push(
         log.append_as_leader(&batch(30, 2, 200, 2_000), 1)
             .unwrap()
-            .batches,
+            .batches(),
     );
     drop(log); // a crash: no flush, no marker
     let log = env.open(small_config());
@@ -154,15 +183,15 @@ fn invalid_appends_are_refused_and_write_nothing() {
         Err(StorageError::BatchTooLarge { max: 500, .. })
     ));
     assert!(matches!(
-        log.append_as_leader(&two, 0),
+        log.append_as_leader(&two.into(), 0),
         Err(StorageError::InvalidBatch { position, .. }) if position == good.len()
     ));
     assert!(matches!(
-        log.append_as_leader(&good[..good.len() - 3], 0),
+        log.append_as_leader(&good.slice(..good.len() - 3), 0),
         Err(StorageError::InvalidBatch { position: 0, .. })
     ));
     assert!(matches!(
-        log.append_as_leader(&[], 0),
+        log.append_as_leader(&Bytes::new(), 0),
         Err(StorageError::EmptyAppend)
     ));
     assert_eq!(
@@ -254,7 +283,7 @@ fn truncation_removes_whole_batches_and_epochs_past_the_point() {
         written.push(
             log.append_as_leader(&batch(tag, 2, 200, 0), epoch)
                 .unwrap()
-                .batches,
+                .batches(),
         );
     }
     assert_eq!(log.epoch_entries(), vec![(1, 0), (2, 40)]);
@@ -549,7 +578,7 @@ fn the_active_segment_is_preallocated_ahead_and_gives_the_blocks_back() {
     let mut written = vec![
         log.append_as_leader(&batch(0, 2, 200, 0), 0)
             .unwrap()
-            .batches,
+            .batches(),
     ];
     assert!(allocated(&segment(0)) <= 8192, "{}", allocated(&segment(0)));
     // 70 batches of about 64 KB: over 4 MiB of data, then up to an eighth of that ahead.
@@ -557,7 +586,7 @@ fn the_active_segment_is_preallocated_ahead_and_gives_the_blocks_back() {
         written.push(
             log.append_as_leader(&batch(tag, 64, 1_000, 0), 0)
                 .unwrap()
-                .batches,
+                .batches(),
         );
     }
     let len = std::fs::metadata(segment(0)).unwrap().len();
@@ -588,7 +617,7 @@ fn the_active_segment_is_preallocated_ahead_and_gives_the_blocks_back() {
     written.push(
         log.append_as_leader(&batch(71, 64, 1_000, 0), 0)
             .unwrap()
-            .batches,
+            .batches(),
     );
     assert!(!trimmed(&first));
     log.roll().unwrap();
@@ -597,7 +626,7 @@ fn the_active_segment_is_preallocated_ahead_and_gives_the_blocks_back() {
     written.push(
         log.append_as_leader(&batch(72, 2, 200, 0), 0)
             .unwrap()
-            .batches,
+            .batches(),
     );
     log.close().unwrap();
     drop(log);

@@ -175,7 +175,7 @@ fn run(ops: Vec<Op>, segment_bytes: u32, index_interval_bytes: u32) -> Result<()
                 let mut expected = input.to_vec();
                 tributary_record::set_base_offset(&mut expected, model.log_end);
                 tributary_record::set_partition_leader_epoch(&mut expected, model.epoch);
-                prop_assert_eq!(&info.batches[..], &expected[..]);
+                prop_assert_eq!(&info.batches()[..], &expected[..]);
                 if model.epochs.last().is_none_or(|&(e, _)| model.epoch > e) {
                     // A new epoch replaces older ones that start at the same offset (they hold
                     // no record), as Kafka's cache does.
