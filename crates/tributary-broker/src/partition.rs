@@ -186,6 +186,7 @@ impl Partition {
                 .collect();
             *self.pending_isr.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let _span = self.span(state.leader_epoch).entered();
+            self.check_producer_state();
             let (producers, last_batch_offset) = {
                 let p = self.producers.lock().unwrap_or_else(|p| p.into_inner());
                 (p.producer_count(), p.last_batch_offset())
@@ -228,6 +229,43 @@ impl Partition {
         }
         self.bump();
         Ok(())
+    }
+
+    /// Before taking producers' retries as leader: the log's last batch must be in the producer
+    /// state, or a retry of it would be appended a second time. Every append keeps the two in
+    /// step, so a miss means a bug (or a producer expired by `producer.id.expiration.ms`, whose
+    /// last batch is that old): it is logged and the state rebuilt from the log (its newest
+    /// snapshot and the batches after it). Costs one read of the last batch.
+    fn check_producer_state(&self) {
+        let leo = self.log.log_end_offset();
+        if leo <= self.log.log_start_offset() {
+            return;
+        }
+        let Ok(read) = self.log.read(leo - 1, 1, None, true) else {
+            return;
+        };
+        let Some(Ok((last, _, _))) = tributary_record::Batches::new(&read.records).last() else {
+            return;
+        };
+        let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        if producers.holds(&last) {
+            return;
+        }
+        tracing::warn!(
+            log_end_offset = leo,
+            producer_id = last.producer_id,
+            base_sequence = last.base_sequence,
+            base_offset = last.base_offset,
+            max_timestamp = last.max_timestamp,
+            "the producer state misses the log's last batch (lost, or expired); rebuilding it from the log"
+        );
+        producers.reload(&self.log);
+        if !producers.holds(&last) {
+            tracing::error!(
+                base_offset = last.base_offset,
+                "the rebuilt producer state still misses the log's last batch"
+            );
+        }
     }
 
     fn bump(&self) {
@@ -956,6 +994,31 @@ mod tests {
             "the retry of batch A is answered with its offset, not appended again"
         );
         assert_eq!(p.log().log_end_offset(), 4);
+    }
+
+    #[test]
+    fn a_new_leader_whose_producer_state_lost_the_last_batch_rebuilds_it_from_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = partition(2, tmp.path());
+        p.apply_state(&state(1, 1, &[1, 2], 1)).unwrap();
+        let mut records = stored_batch(7, 0, 0, 1, 3).to_vec();
+        records.extend_from_slice(&stored_batch(7, 3, 3, 1, 2));
+        p.follower_append(1, 1, records.into(), 0).unwrap();
+        // Whatever the cause, a state that lost what the log holds (here: every producer).
+        let forgotten = p.producers.lock().unwrap().expire(i64::MAX, 1);
+        assert_eq!(forgotten, 1);
+
+        p.apply_state(&state(2, 2, &[1, 2], 2)).unwrap();
+        let mut retry = tributary_record::BatchBuilder::new(1_000).producer(7, 0, 3);
+        retry.push(1_000, None, Some(b"7-3-0"), &[]);
+        retry.push(1_000, None, Some(b"7-3-1"), &[]);
+        let (info, _) = p.append(&retry.build(), None).unwrap();
+        assert_eq!(
+            (info.first_offset, info.record_count),
+            (3, 0),
+            "the retry of the last batch is answered with its offset, not appended again"
+        );
+        assert_eq!(p.log().log_end_offset(), 5);
     }
 
     #[test]

@@ -163,6 +163,20 @@ impl ProducerState {
             .unwrap_or(-1)
     }
 
+    /// Whether the state holds the batch `header` describes (appended: offsets assigned).
+    /// Batches without a producer id and control batches are not tracked: always true.
+    pub fn holds(&self, header: &BatchHeader) -> bool {
+        if header.producer_id == NO_PRODUCER_ID || header.is_control() {
+            return true;
+        }
+        self.producers.get(&header.producer_id).is_some_and(|e| {
+            e.epoch == header.producer_epoch
+                && e.batches.iter().any(|b| {
+                    b.first_offset == header.base_offset && b.first_seq == header.base_sequence
+                })
+        })
+    }
+
     /// The entry of `producer_id`, if known.
     pub fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)

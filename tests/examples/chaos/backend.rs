@@ -323,6 +323,34 @@ impl Backend {
         })
     }
 
+    /// The lines of every broker's log (all its runs) that contain `needle`.
+    pub fn broker_log_lines(&self, needle: &str) -> Result<Vec<String>> {
+        blocking(|| {
+            let mut found = Vec::new();
+            for id in 1..=3 {
+                let text = match self {
+                    Backend::Process { cluster, .. } => {
+                        let path = lock(cluster).broker(id).log_path();
+                        std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?
+                    }
+                    Backend::Docker(c) => {
+                        let container = c.container(Node::Broker(id))?;
+                        let out = Command::new("docker").args(["logs", &container]).output()?;
+                        [out.stdout, out.stderr].concat()
+                    }
+                };
+                found.extend(
+                    String::from_utf8_lossy(&text)
+                        .lines()
+                        .filter(|l| l.contains(needle))
+                        .map(|l| format!("broker {id}: {l}")),
+                );
+            }
+            Ok(found)
+        })
+    }
+
     /// Stops the brokers and returns each broker's data directory (for comparing replicas).
     pub fn stop_brokers(&self, out: &Path) -> Result<BTreeMap<u64, PathBuf>> {
         blocking(|| match self {
