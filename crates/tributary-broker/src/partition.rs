@@ -18,7 +18,11 @@ use tributary_storage::{AppendInfo, EpochEndOffset, Log, LogConfig, StorageError
 use uuid::Uuid;
 
 use crate::api::{FetchedPartition, FoundOffset, Isolation, PartitionError, TopicPartition};
-use crate::producers::{ProducerState, Verdict};
+use crate::producers::{BATCHES_KEPT, ProducerState, Verdict};
+
+/// How many of the log's last batches a broker taking over as leader checks against its
+/// producer state.
+const TAIL_BATCHES_CHECKED: usize = 16;
 
 /// The replication role of a partition on this broker, from the metadata image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,40 +235,71 @@ impl Partition {
         Ok(())
     }
 
-    /// Before taking producers' retries as leader: the log's last batch must be in the producer
-    /// state, or a retry of it would be appended a second time. Every append keeps the two in
-    /// step, so a miss means a bug (or a producer expired by `producer.id.expiration.ms`, whose
-    /// last batch is that old): it is logged and the state rebuilt from the log (its newest
-    /// snapshot and the batches after it). Costs one read of the last batch.
+    /// Before taking producers' retries as leader: the batches at the log's end must be in the
+    /// producer state, or a retry of one would be appended a second time. Every append keeps
+    /// the two in step, so a miss means a bug (or a producer expired by
+    /// `producer.id.expiration.ms`, whose batches are that old): it is logged and the state
+    /// rebuilt from the log (its newest snapshot and the batches after it; the whole log if
+    /// that still misses it). Checks the last
+    /// [`TAIL_BATCHES_CHECKED`] batches, each producer id's newest [`BATCHES_KEPT`] of its
+    /// newest epoch: a read of one batch each.
     fn check_producer_state(&self) {
-        let leo = self.log.log_end_offset();
-        if leo <= self.log.log_start_offset() {
-            return;
+        let start = self.log.log_start_offset();
+        let mut before = self.log.log_end_offset();
+        let mut tail = Vec::new();
+        while tail.len() < TAIL_BATCHES_CHECKED && before > start {
+            let Ok(read) = self.log.read(before - 1, 1, None, true) else {
+                break;
+            };
+            let Some(Ok((batch, _, _))) = tributary_record::Batches::new(&read.records).next()
+            else {
+                break;
+            };
+            if batch.base_offset >= before {
+                break; // a gap left by compaction
+            }
+            before = batch.base_offset;
+            tail.push(batch);
         }
-        let Ok(read) = self.log.read(leo - 1, 1, None, true) else {
-            return;
-        };
-        let Some(Ok((last, _, _))) = tributary_record::Batches::new(&read.records).last() else {
-            return;
-        };
         let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-        if producers.holds(&last) {
+        // Newest first: per producer id, the epoch of its newest batch and how many were seen.
+        let mut seen: HashMap<i64, (i16, usize)> = HashMap::new();
+        let missing = tail.iter().find(|batch| {
+            let (epoch, count) = seen
+                .entry(batch.producer_id)
+                .or_insert((batch.producer_epoch, 0));
+            if *epoch != batch.producer_epoch {
+                return false;
+            }
+            *count += 1;
+            *count <= BATCHES_KEPT && !producers.holds(batch)
+        });
+        let Some(missing) = missing.copied() else {
             return;
-        }
+        };
         tracing::warn!(
-            log_end_offset = leo,
-            producer_id = last.producer_id,
-            base_sequence = last.base_sequence,
-            base_offset = last.base_offset,
-            max_timestamp = last.max_timestamp,
-            "the producer state misses the log's last batch (lost, or expired); rebuilding it from the log"
+            log_end_offset = self.log.log_end_offset(),
+            producer_id = missing.producer_id,
+            base_sequence = missing.base_sequence,
+            base_offset = missing.base_offset,
+            max_timestamp = missing.max_timestamp,
+            "the producer state misses one of the log's last batches (lost, or expired); rebuilding it from the log"
         );
         producers.reload(&self.log);
-        if !producers.holds(&last) {
+        if !producers.holds(&missing) {
+            // The snapshot itself lacks it: rebuild from the whole log instead.
             tracing::error!(
-                base_offset = last.base_offset,
-                "the rebuilt producer state still misses the log's last batch"
+                base_offset = missing.base_offset,
+                "the producer state rebuilt from its snapshot still misses it; replaying the whole log"
             );
+            producers.remove_snapshots();
+            producers.reload(&self.log);
+            if !producers.holds(&missing) {
+                tracing::error!(
+                    base_offset = missing.base_offset,
+                    "the producer state replayed from the whole log still misses it"
+                );
+            }
         }
     }
 
@@ -997,15 +1032,23 @@ mod tests {
     }
 
     #[test]
-    fn a_new_leader_whose_producer_state_lost_the_last_batch_rebuilds_it_from_the_log() {
+    fn a_new_leader_whose_producer_state_lost_a_recent_batch_rebuilds_it_from_the_log() {
         let tmp = tempfile::tempdir().unwrap();
         let p = partition(2, tmp.path());
         p.apply_state(&state(1, 1, &[1, 2], 1)).unwrap();
         let mut records = stored_batch(7, 0, 0, 1, 3).to_vec();
         records.extend_from_slice(&stored_batch(7, 3, 3, 1, 2));
+        // The log's last batch is another producer's, written later.
+        let mut other = tributary_record::BatchBuilder::new(9_000).producer(9, 0, 0);
+        other.push(9_000, None, Some(b"9-0-0"), &[]);
+        let mut other = other.build().to_vec();
+        tributary_record::set_base_offset(&mut other, 5);
+        tributary_record::set_partition_leader_epoch(&mut other, 1);
+        records.extend_from_slice(&other);
         p.follower_append(1, 1, records.into(), 0).unwrap();
-        // Whatever the cause, a state that lost what the log holds (here: every producer).
-        let forgotten = p.producers.lock().unwrap().expire(i64::MAX, 1);
+        // Whatever the cause, a state that lost what the log holds (here: producer 7, whose
+        // batches are not the log's last).
+        let forgotten = p.producers.lock().unwrap().expire(9_500, 1_000);
         assert_eq!(forgotten, 1);
 
         p.apply_state(&state(2, 2, &[1, 2], 2)).unwrap();
@@ -1016,9 +1059,9 @@ mod tests {
         assert_eq!(
             (info.first_offset, info.record_count),
             (3, 0),
-            "the retry of the last batch is answered with its offset, not appended again"
+            "the retry of producer 7's last batch is answered with its offset, not appended again"
         );
-        assert_eq!(p.log().log_end_offset(), 5);
+        assert_eq!(p.log().log_end_offset(), 6);
     }
 
     #[test]

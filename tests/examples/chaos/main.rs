@@ -44,7 +44,8 @@
 //! - fault violations: what a fault itself watches, e.g. a leader elected while the last
 //!   in-sync replica is down and unclean election is off.
 //! - producer-state repairs: a broker that took over a partition whose producer state lacked
-//!   its log's last batch (it rebuilds the state and logs it; a duplicate would have followed).
+//!   one of its log's last batches (it rebuilds the state and logs it; a retry of that batch
+//!   would have been appended twice).
 //!
 //! Output: `summary.json` and `history.jsonl` in `--out` (default `target/chaos/<seed>`, `target/chaos/docker-<seed>` in docker mode), the
 //! summary printed; exit 1 with the seed on any violation.
@@ -1174,11 +1175,12 @@ async fn run() -> Result<bool> {
         c.await??;
     }
     let data_dirs = backend.stop_brokers(&args.out)?;
-    // A new leader whose producer state lacked its log's last batch repairs it (and says so):
+    // A new leader whose producer state lacked one of its log's last batches repairs it (and
+    // says so):
     // no duplicate follows, but the state was wrong, which is the bug behind the seed-42
     // duplicates (docs/reliability.md); in a run this short no producer expires.
     let state_repairs =
-        backend.broker_log_lines("the producer state misses the log's last batch")?;
+        backend.broker_log_lines("the producer state misses one of the log's last batches")?;
     let diverged = blocking(|| compare_replicas(&data_dirs, &ends))?;
 
     // The checker.
