@@ -948,21 +948,38 @@ mod tests {
         }
     }
 
-    /// An idempotent batch as a leader stored it: `pid`'s records from `seq`, at `offset`.
-    fn stored_batch(pid: i64, seq: i32, offset: i64, epoch: i32, n: usize) -> bytes::Bytes {
-        let mut builder = tributary_record::BatchBuilder::new(1_000).producer(pid, 0, seq);
+    /// An idempotent batch as a producer sends it: `pid`'s `n` records from `seq`.
+    fn produced_batch(pid: i64, seq: i32, n: usize, timestamp: i64) -> bytes::Bytes {
+        let mut builder = tributary_record::BatchBuilder::new(timestamp).producer(pid, 0, seq);
         for i in 0..n {
-            builder.push(
-                1_000,
-                None,
-                Some(format!("{pid}-{seq}-{i}").as_bytes()),
-                &[],
-            );
+            let value = format!("{pid}-{seq}-{i}");
+            builder.push(timestamp, None, Some(value.as_bytes()), &[]);
         }
-        let mut bytes = builder.build().to_vec();
+        builder.build()
+    }
+
+    /// The same batch as a leader stored it, at `offset` in leader epoch `epoch`.
+    fn stored_batch(pid: i64, seq: i32, offset: i64, epoch: i32, n: usize) -> bytes::Bytes {
+        stored_at(produced_batch(pid, seq, n, 1_000), offset, epoch)
+    }
+
+    fn stored_at(batch: bytes::Bytes, offset: i64, epoch: i32) -> bytes::Bytes {
+        let mut bytes = batch.to_vec();
         tributary_record::set_base_offset(&mut bytes, offset);
         tributary_record::set_partition_leader_epoch(&mut bytes, epoch);
         bytes.into()
+    }
+
+    /// Sends `retry` to leader `p`: it must be answered with `offset`, and the log end stay
+    /// at `log_end`.
+    fn assert_deduplicated(p: &Partition, retry: bytes::Bytes, offset: i64, log_end: i64) {
+        let (info, _) = p.append(&retry, None).unwrap();
+        assert_eq!(
+            (info.first_offset, info.record_count),
+            (offset, 0),
+            "the retry is answered with its offset, not appended again"
+        );
+        assert_eq!(p.log().log_end_offset(), log_end);
     }
 
     #[test]
@@ -1020,15 +1037,7 @@ mod tests {
 
         std::fs::remove_file(&filler).unwrap();
         p.apply_state(&state(2, 2, &[1, 2], 2)).unwrap();
-        let mut retry = tributary_record::BatchBuilder::new(1_000).producer(7, 0, 3);
-        retry.push(1_000, None, Some(b"7-3-0"), &[]);
-        let (info, _) = p.append(&retry.build(), None).unwrap();
-        assert_eq!(
-            (info.first_offset, info.record_count),
-            (3, 0),
-            "the retry of batch A is answered with its offset, not appended again"
-        );
-        assert_eq!(p.log().log_end_offset(), 4);
+        assert_deduplicated(&p, produced_batch(7, 3, 1, 1_000), 3, 4);
     }
 
     #[test]
@@ -1039,12 +1048,7 @@ mod tests {
         let mut records = stored_batch(7, 0, 0, 1, 3).to_vec();
         records.extend_from_slice(&stored_batch(7, 3, 3, 1, 2));
         // The log's last batch is another producer's, written later.
-        let mut other = tributary_record::BatchBuilder::new(9_000).producer(9, 0, 0);
-        other.push(9_000, None, Some(b"9-0-0"), &[]);
-        let mut other = other.build().to_vec();
-        tributary_record::set_base_offset(&mut other, 5);
-        tributary_record::set_partition_leader_epoch(&mut other, 1);
-        records.extend_from_slice(&other);
+        records.extend_from_slice(&stored_at(produced_batch(9, 0, 1, 9_000), 5, 1));
         p.follower_append(1, 1, records.into(), 0).unwrap();
         // Whatever the cause, a state that lost what the log holds (here: producer 7, whose
         // batches are not the log's last).
@@ -1052,16 +1056,7 @@ mod tests {
         assert_eq!(forgotten, 1);
 
         p.apply_state(&state(2, 2, &[1, 2], 2)).unwrap();
-        let mut retry = tributary_record::BatchBuilder::new(1_000).producer(7, 0, 3);
-        retry.push(1_000, None, Some(b"7-3-0"), &[]);
-        retry.push(1_000, None, Some(b"7-3-1"), &[]);
-        let (info, _) = p.append(&retry.build(), None).unwrap();
-        assert_eq!(
-            (info.first_offset, info.record_count),
-            (3, 0),
-            "the retry of producer 7's last batch is answered with its offset, not appended again"
-        );
-        assert_eq!(p.log().log_end_offset(), 6);
+        assert_deduplicated(&p, produced_batch(7, 3, 2, 1_000), 3, 6);
     }
 
     #[test]
