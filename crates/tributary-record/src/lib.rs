@@ -492,6 +492,10 @@ impl Crc32c {
     }
 }
 
+/// The bytes of a batch before its magic byte (base offset, batch length, partition leader
+/// epoch): outside the CRC, so a leader can stamp them without touching the rest.
+pub const PRE_MAGIC_LEN: usize = MAGIC_AT;
+
 /// Sets the base offset of the batch at the start of `batch` (outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());

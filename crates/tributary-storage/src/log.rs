@@ -151,7 +151,8 @@ impl AppendInfo {
     pub fn batches(&self) -> Bytes {
         let mut out = BytesMut::from(&self.source[..]);
         for &(header, at) in &self.headers {
-            out[at..at + STAMP_LEN].copy_from_slice(&stamp(&header));
+            let stamp = stamp(&self.source[at..], &header);
+            out[at..at + STAMP_LEN].copy_from_slice(&stamp);
         }
         out.freeze()
     }
@@ -164,19 +165,19 @@ impl AppendInfo {
 
 /// The first bytes of a batch, which the leader stamps (base offset, batch length, partition
 /// leader epoch): outside the CRC, so the rest is written as the producer sent it.
-const STAMP_LEN: usize = 16;
+const STAMP_LEN: usize = tributary_record::PRE_MAGIC_LEN;
 
 /// Batches up to this size are stamped in a copy on the stack and written with one plain
 /// `pwrite`: below it the copy costs less than a vectored write's extra work.
 const SMALL_BATCH: usize = 1024;
 
-/// A batch's first bytes as the leader writes them: `header`'s base offset, batch length and
-/// partition leader epoch.
-fn stamp(header: &BatchHeader) -> [u8; STAMP_LEN] {
+/// The first bytes of `batch` as the leader writes them: `header`'s base offset and
+/// partition leader epoch stamped in.
+fn stamp(batch: &[u8], header: &BatchHeader) -> [u8; STAMP_LEN] {
     let mut stamp = [0u8; STAMP_LEN];
-    stamp[..8].copy_from_slice(&header.base_offset.to_be_bytes());
-    stamp[8..12].copy_from_slice(&header.batch_length.to_be_bytes());
-    stamp[12..].copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    stamp.copy_from_slice(&batch[..STAMP_LEN]);
+    tributary_record::set_base_offset(&mut stamp, header.base_offset);
+    tributary_record::set_partition_leader_epoch(&mut stamp, header.partition_leader_epoch);
     stamp
 }
 
@@ -836,7 +837,7 @@ impl Log {
                 // copied whole, where one plain write costs less than a vectored one.
                 Source::Stamped(records) if j == i + 1 => {
                     let (header, at) = headers[i];
-                    let stamp = stamp(&header);
+                    let stamp = stamp(&records[at..], &header);
                     let rest = &records[at + STAMP_LEN..at + header.total_len()];
                     if header.total_len() <= SMALL_BATCH {
                         let mut whole = [0u8; SMALL_BATCH];
@@ -850,7 +851,10 @@ impl Log {
                     }
                 }
                 Source::Stamped(records) => {
-                    let stamps: Vec<_> = headers[i..j].iter().map(|(h, _)| stamp(h)).collect();
+                    let stamps: Vec<_> = headers[i..j]
+                        .iter()
+                        .map(|(h, at)| stamp(&records[*at..], h))
+                        .collect();
                     let parts: Vec<_> = headers[i..j]
                         .iter()
                         .zip(&stamps)

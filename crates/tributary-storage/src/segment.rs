@@ -1045,6 +1045,9 @@ pub(crate) fn scan_batches(
     })
 }
 
+/// The most pieces one `pwritev` takes (IOV_MAX on Linux).
+const IOV_MAX: usize = 1024;
+
 /// `pwritev` of every part, in order, from `position`, until all is written.
 fn write_all_vectored_at(
     file: &File,
@@ -1056,7 +1059,7 @@ fn write_all_vectored_at(
     }
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut written = 0;
-    if parts.len() <= 1024 {
+    if parts.len() <= IOV_MAX {
         // The common case: one call writes it all, with no copy of the piece list.
         match rustix::io::pwritev(file, parts, position) {
             Ok(n) if n == total => return Ok(()),
@@ -1071,8 +1074,7 @@ fn write_all_vectored_at(
     std::io::IoSlice::advance_slices(&mut parts, written);
     position += written as u64;
     while !parts.is_empty() {
-        // At most IOV_MAX (1024 on Linux) pieces per call.
-        let now = parts.len().min(1024);
+        let now = parts.len().min(IOV_MAX);
         match rustix::io::pwritev(file, &parts[..now], position) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
