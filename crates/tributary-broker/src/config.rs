@@ -1,76 +1,53 @@
 //! Configuration: defaults, then a TOML file, then `TRIBUTARY_*` environment variables, then
 //! command-line flags, each layer overriding the one before. Keys are Kafka's broker settings
 //! in snake_case (`auto.create.topics.enable` is `auto_create_topics_enable`).
+//!
+//! [`BrokerConfig`] is the one place a key is written: each serde field is a key, its
+//! `Default` the defaults (`tributary-broker --print-config-keys` prints both). Fields marked
+//! `serde(skip)` are resolved from the keys by [`BrokerConfig::load`], never read from a file.
+//!
+//! This module refers to no other module of the crate.
+
+pub mod listeners;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::listeners::{self, DEFAULT_LISTENER, Listener, is_host_port};
-
-const KNOWN_KEYS: &[&str] = &[
-    "broker_id",
-    "data_dir",
-    "listen",
-    "advertised_address",
-    "listeners",
-    "advertised_listeners",
-    "inter_broker_listener_name",
-    "coordinators",
-    "rack",
-    "auto_create_topics_enable",
-    "num_partitions",
-    "default_replication_factor",
-    "broker_session_timeout_ms",
-    "broker_heartbeat_interval_ms",
-    "controlled_shutdown_timeout_ms",
-    "log_retention_check_interval_ms",
-    "log_flush_offset_checkpoint_interval_ms",
-    "max_open_segments",
-    "log_preallocate_bytes",
-    "replica_lag_time_max_ms",
-    "replica_fetch_wait_max_ms",
-    "replica_fetch_max_bytes",
-    "replica_fetch_response_max_bytes",
-    "producer_id_expiration_ms",
-    "offsets_topic_num_partitions",
-    "offsets_topic_replication_factor",
-    "offsets_commit_timeout_ms",
-    "offsets_retention_minutes",
-    "offsets_retention_ms",
-    "offsets_retention_check_interval_ms",
-    "group_initial_rebalance_delay_ms",
-    "group_min_session_timeout_ms",
-    "group_max_session_timeout_ms",
-    "group_max_size",
-    "log_cleaner_backoff_ms",
-    "log_cleaner_dedupe_buffer_size",
-    "metrics_listen",
-    "log_format",
-];
+use listeners::{DEFAULT_LISTENER, Listener, is_host_port};
 
 /// Everything a broker needs to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     /// `broker.id` (brokers use 1, 2, 3, ...; coordinators 101, ...).
     pub broker_id: i32,
     /// `log.dirs`: where partition directories live.
     pub data_dir: PathBuf,
-    /// The single-listener shorthand: where the `PLAINTEXT` listener binds. Used when set
-    /// explicitly or when `listeners` is empty; [`BrokerConfig::listeners`] is what is bound.
-    pub listen: SocketAddr,
-    /// The shorthand's advertised address (`host:port`) for the `PLAINTEXT` listener.
-    pub advertised_address: String,
-    /// Every listener the broker binds (Kafka's `listeners` + `advertised.listeners`, plus the
-    /// shorthand's `PLAINTEXT` when it applies), each serving every service.
-    pub listeners: Vec<Listener>,
-    /// `inter.broker.listener.name`: the listener followers fetch from their leaders over.
+    /// The `listen` key: where the single-listener shorthand's `PLAINTEXT` listener binds
+    /// (empty: not given; resolved into [`BrokerConfig::listen`]).
+    #[serde(rename = "listen")]
+    listen_text: String,
+    /// The `advertised_address` key: the shorthand's advertised `host:port` (empty: not given).
+    #[serde(rename = "advertised_address")]
+    advertised_address_text: String,
+    /// The `listeners` key, Kafka style: `INTERNAL://0.0.0.0:19092,EXTERNAL://0.0.0.0:9092`.
+    #[serde(rename = "listeners")]
+    listeners_text: String,
+    /// `advertised.listeners`: each listener's advertised `NAME://host:port`.
+    pub advertised_listeners: String,
+    /// `inter.broker.listener.name`: the listener followers fetch from their leaders over
+    /// (empty in a file: `PLAINTEXT`, or the only listener; resolved by `load`).
     pub inter_broker_listener_name: String,
-    /// The coordinators' addresses (any one answers; followers forward to the controller).
+    /// The coordinators' addresses (any one answers; followers forward to the controller),
+    /// written `host:9191,host:9192`.
+    #[serde(deserialize_with = "coordinator_list", serialize_with = "comma_list")]
     pub coordinators: Vec<String>,
-    /// `broker.rack`.
+    /// `broker.rack` (empty: none).
+    #[serde(deserialize_with = "non_empty")]
     pub rack: Option<String>,
     /// `auto.create.topics.enable`: produce, fetch or metadata for an unknown topic creates it.
     pub auto_create_topics_enable: bool,
@@ -105,10 +82,6 @@ pub struct BrokerConfig {
     pub replica_fetch_response_max_bytes: u32,
     /// `producer.id.expiration.ms`: an idempotent producer idle this long is forgotten.
     pub producer_id_expiration_ms: u64,
-    /// Where Prometheus scrapes `GET /metrics` (none: no metrics endpoint).
-    pub metrics_listen: Option<SocketAddr>,
-    /// `log_format`: `text` (default) or `json` lines (also the `--log-json` flag).
-    pub log_format: tributary_node::LogFormat,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when created.
     pub offsets_topic_num_partitions: i32,
     /// `offsets.topic.replication.factor`: its replication factor (it is created only once
@@ -137,6 +110,22 @@ pub struct BrokerConfig {
     pub log_cleaner_backoff_ms: u64,
     /// `log.cleaner.dedupe.buffer.size`: memory for the cleaner's key map (bytes).
     pub log_cleaner_dedupe_buffer_size: u64,
+    /// Where Prometheus scrapes `GET /metrics` (none or empty: no metrics endpoint).
+    #[serde(deserialize_with = "metrics_address")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// `log_format`: `text` (default) or `json` lines (also the `--log-json` flag).
+    pub log_format: tributary_node::LogFormat,
+
+    /// Where the `PLAINTEXT` listener of the shorthand binds (resolved from `listen`).
+    #[serde(skip)]
+    pub listen: SocketAddr,
+    /// The shorthand's advertised address (resolved from `advertised_address`).
+    #[serde(skip)]
+    pub advertised_address: String,
+    /// Every listener the broker binds (Kafka's `listeners` + `advertised_listeners`, plus the
+    /// shorthand's `PLAINTEXT` when it applies), each serving every service.
+    #[serde(skip)]
+    pub listeners: Vec<Listener>,
 }
 
 impl Default for BrokerConfig {
@@ -144,14 +133,11 @@ impl Default for BrokerConfig {
         Self {
             broker_id: 1,
             data_dir: PathBuf::from("data"),
-            listen: "0.0.0.0:9092".parse().expect("valid address"),
-            advertised_address: "localhost:9092".into(),
-            listeners: vec![Listener {
-                name: DEFAULT_LISTENER.into(),
-                bind: "0.0.0.0:9092".parse().expect("valid address"),
-                advertised: "localhost:9092".into(),
-            }],
-            inter_broker_listener_name: DEFAULT_LISTENER.into(),
+            listen_text: String::new(),
+            advertised_address_text: String::new(),
+            listeners_text: String::new(),
+            advertised_listeners: String::new(),
+            inter_broker_listener_name: String::new(),
             coordinators: vec![
                 "localhost:9191".into(),
                 "localhost:9192".into(),
@@ -173,8 +159,6 @@ impl Default for BrokerConfig {
             replica_fetch_max_bytes: 1_048_576,
             replica_fetch_response_max_bytes: 10_485_760,
             producer_id_expiration_ms: 86_400_000,
-            metrics_listen: None,
-            log_format: tributary_node::LogFormat::Text,
             offsets_topic_num_partitions: 50,
             offsets_topic_replication_factor: 3,
             offsets_commit_timeout_ms: 5_000,
@@ -187,6 +171,15 @@ impl Default for BrokerConfig {
             group_max_size: i32::MAX,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 << 20,
+            metrics_listen: None,
+            log_format: tributary_node::LogFormat::Text,
+            listen: "0.0.0.0:9092".parse().expect("valid address"),
+            advertised_address: "localhost:9092".into(),
+            listeners: vec![Listener {
+                name: DEFAULT_LISTENER.into(),
+                bind: "0.0.0.0:9092".parse().expect("valid address"),
+                advertised: "localhost:9092".into(),
+            }],
         }
     }
 }
@@ -232,200 +225,76 @@ pub struct ConfigFlags {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+impl ConfigFlags {
+    /// The flags given, as overrides of the keys they name.
+    fn overrides(&self) -> Vec<(&'static str, config::Value)> {
+        let text = |key, value: &Option<String>| value.clone().map(|v| (key, v.into()));
+        let display = |key, value: Option<String>| value.map(|v| (key, v.into()));
+        [
+            self.broker_id.map(|v| ("broker_id", i64::from(v).into())),
+            display(
+                "data_dir",
+                self.data_dir.as_ref().map(|d| d.display().to_string()),
+            ),
+            display("listen", self.listen.map(|a| a.to_string())),
+            text("advertised_address", &self.advertised_address),
+            text("listeners", &self.listeners),
+            text("advertised_listeners", &self.advertised_listeners),
+            text(
+                "inter_broker_listener_name",
+                &self.inter_broker_listener_name,
+            ),
+            text("coordinators", &self.coordinators),
+            text("rack", &self.rack),
+            display("metrics_listen", self.metrics_listen.map(|a| a.to_string())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 impl BrokerConfig {
-    /// Layers defaults, the file (if any), `TRIBUTARY_*` variables and the flags.
+    /// Layers defaults, the file (if any), `TRIBUTARY_*` variables and the flags, resolves the
+    /// listeners and validates.
     pub fn load(flags: &ConfigFlags) -> Result<Self> {
-        let d = Self::default();
-        let builder = config::Config::builder()
-            .set_default("broker_id", d.broker_id)?
-            .set_default("data_dir", d.data_dir.display().to_string())?
-            .set_default("coordinators", d.coordinators.join(","))?
-            .set_default("auto_create_topics_enable", d.auto_create_topics_enable)?
-            .set_default("num_partitions", d.num_partitions)?
-            .set_default("default_replication_factor", d.default_replication_factor)?
-            .set_default("broker_session_timeout_ms", d.broker_session_timeout_ms)?
-            .set_default(
-                "broker_heartbeat_interval_ms",
-                d.broker_heartbeat_interval_ms,
-            )?
-            .set_default(
-                "controlled_shutdown_timeout_ms",
-                d.controlled_shutdown_timeout_ms,
-            )?
-            .set_default(
-                "log_retention_check_interval_ms",
-                d.log_retention_check_interval_ms,
-            )?
-            .set_default(
-                "log_flush_offset_checkpoint_interval_ms",
-                d.log_flush_offset_checkpoint_interval_ms,
-            )?
-            .set_default("max_open_segments", d.max_open_segments as u64)?
-            .set_default("log_preallocate_bytes", d.log_preallocate_bytes)?
-            .set_default("replica_lag_time_max_ms", d.replica_lag_time_max_ms)?
-            .set_default("replica_fetch_wait_max_ms", d.replica_fetch_wait_max_ms)?
-            .set_default("replica_fetch_max_bytes", d.replica_fetch_max_bytes)?
-            .set_default(
-                "replica_fetch_response_max_bytes",
-                d.replica_fetch_response_max_bytes,
-            )?
-            .set_default("producer_id_expiration_ms", d.producer_id_expiration_ms)?
-            .set_default(
-                "offsets_topic_num_partitions",
-                d.offsets_topic_num_partitions,
-            )?
-            .set_default(
-                "offsets_topic_replication_factor",
-                d.offsets_topic_replication_factor,
-            )?
-            .set_default("offsets_commit_timeout_ms", d.offsets_commit_timeout_ms)?
-            .set_default("offsets_retention_minutes", d.offsets_retention_minutes)?
-            .set_default(
-                "offsets_retention_check_interval_ms",
-                d.offsets_retention_check_interval_ms,
-            )?
-            .set_default(
-                "group_initial_rebalance_delay_ms",
-                d.group_initial_rebalance_delay_ms,
-            )?
-            .set_default(
-                "group_min_session_timeout_ms",
-                d.group_min_session_timeout_ms,
-            )?
-            .set_default(
-                "group_max_session_timeout_ms",
-                d.group_max_session_timeout_ms,
-            )?
-            .set_default("group_max_size", d.group_max_size)?
-            .set_default("log_cleaner_backoff_ms", d.log_cleaner_backoff_ms)?
-            .set_default(
-                "log_cleaner_dedupe_buffer_size",
-                d.log_cleaner_dedupe_buffer_size,
-            )?;
-        let raw = tributary_node::layer(builder, flags.config.as_deref(), KNOWN_KEYS)?;
-        let get_u64 = |key: &str| raw.get::<u64>(key).with_context(|| key.to_owned());
-        let mut config = Self {
-            broker_id: raw.get("broker_id").context("broker_id")?,
-            data_dir: raw.get::<String>("data_dir").context("data_dir")?.into(),
-            // Resolved below with the listeners.
-            listen: d.listen,
-            advertised_address: d.advertised_address.clone(),
-            listeners: Vec::new(),
-            inter_broker_listener_name: String::new(),
-            coordinators: parse_addresses(&raw.get::<String>("coordinators")?)?,
-            rack: raw.get::<String>("rack").ok().filter(|r| !r.is_empty()),
-            auto_create_topics_enable: raw
-                .get("auto_create_topics_enable")
-                .context("auto_create_topics_enable")?,
-            num_partitions: raw.get("num_partitions").context("num_partitions")?,
-            default_replication_factor: raw
-                .get("default_replication_factor")
-                .context("default_replication_factor")?,
-            broker_session_timeout_ms: get_u64("broker_session_timeout_ms")?,
-            broker_heartbeat_interval_ms: get_u64("broker_heartbeat_interval_ms")?,
-            controlled_shutdown_timeout_ms: get_u64("controlled_shutdown_timeout_ms")?,
-            log_retention_check_interval_ms: get_u64("log_retention_check_interval_ms")?,
-            log_flush_offset_checkpoint_interval_ms: get_u64(
-                "log_flush_offset_checkpoint_interval_ms",
-            )?,
-            max_open_segments: usize::try_from(get_u64("max_open_segments")?)
-                .context("max_open_segments")?,
-            log_preallocate_bytes: get_u64("log_preallocate_bytes")?,
-            replica_lag_time_max_ms: get_u64("replica_lag_time_max_ms")?,
-            replica_fetch_wait_max_ms: get_u64("replica_fetch_wait_max_ms")?,
-            replica_fetch_max_bytes: u32::try_from(get_u64("replica_fetch_max_bytes")?)
-                .context("replica_fetch_max_bytes")?,
-            replica_fetch_response_max_bytes: u32::try_from(get_u64(
-                "replica_fetch_response_max_bytes",
-            )?)
-            .context("replica_fetch_response_max_bytes")?,
-            producer_id_expiration_ms: get_u64("producer_id_expiration_ms")?,
-            offsets_topic_num_partitions: raw
-                .get("offsets_topic_num_partitions")
-                .context("offsets_topic_num_partitions")?,
-            offsets_topic_replication_factor: raw
-                .get("offsets_topic_replication_factor")
-                .context("offsets_topic_replication_factor")?,
-            offsets_commit_timeout_ms: get_u64("offsets_commit_timeout_ms")?,
-            offsets_retention_minutes: get_u64("offsets_retention_minutes")?,
-            offsets_retention_ms: match raw.get::<u64>("offsets_retention_ms") {
-                Ok(ms) => Some(ms),
-                Err(config::ConfigError::NotFound(_)) => None,
-                Err(e) => return Err(e).context("offsets_retention_ms"),
-            },
-            offsets_retention_check_interval_ms: get_u64("offsets_retention_check_interval_ms")?,
-            group_initial_rebalance_delay_ms: get_u64("group_initial_rebalance_delay_ms")?,
-            group_min_session_timeout_ms: raw
-                .get("group_min_session_timeout_ms")
-                .context("group_min_session_timeout_ms")?,
-            group_max_session_timeout_ms: raw
-                .get("group_max_session_timeout_ms")
-                .context("group_max_session_timeout_ms")?,
-            group_max_size: raw.get("group_max_size").context("group_max_size")?,
-            log_cleaner_backoff_ms: get_u64("log_cleaner_backoff_ms")?,
-            log_cleaner_dedupe_buffer_size: get_u64("log_cleaner_dedupe_buffer_size")?,
-            metrics_listen: match raw.get::<String>("metrics_listen") {
-                Ok(text) if !text.is_empty() => Some(text.parse().with_context(|| {
-                    format!("metrics_listen `{text}` is not an IP address and port")
-                })?),
-                _ => None,
-            },
-            log_format: tributary_node::LogFormat::from_config(&raw)?,
-        };
-        if let Some(v) = flags.broker_id {
-            config.broker_id = v;
-        }
-        if let Some(v) = &flags.data_dir {
-            config.data_dir = v.clone();
-        }
-        // Listeners: the shorthand (`listen`, `advertised_address`) applies when given or when
-        // `listeners` is empty.
-        let text = |flag: &Option<String>, key: &str| {
-            flag.clone()
-                .or_else(|| raw.get::<String>(key).ok())
-                .filter(|s| !s.is_empty())
-        };
-        let listen = match (flags.listen, text(&None, "listen")) {
-            (Some(v), _) => Some(v),
-            (None, Some(text)) => Some(text.parse().with_context(|| {
-                format!("listen `{text}` must be an IP address and port, e.g. 0.0.0.0:9092")
-            })?),
-            (None, None) => None,
-        };
-        let advertised = text(&flags.advertised_address, "advertised_address");
-        let listeners = text(&flags.listeners, "listeners").unwrap_or_default();
-        let advertised_listeners =
-            text(&flags.advertised_listeners, "advertised_listeners").unwrap_or_default();
-        let inter_broker = text(
-            &flags.inter_broker_listener_name,
-            "inter_broker_listener_name",
-        );
-        let shorthand = listen.is_some() || advertised.is_some() || listeners.is_empty();
-        config.listen = listen.unwrap_or(d.listen);
-        config.advertised_address = advertised.unwrap_or_else(|| default_advertised(config.listen));
-        if shorthand && !is_host_port(&config.advertised_address) {
-            bail!(
-                "advertised_address `{}` is not HOST:PORT",
-                config.advertised_address
-            );
-        }
-        (config.listeners, config.inter_broker_listener_name) = listeners::resolve(
-            shorthand.then(|| (config.listen, config.advertised_address.clone())),
-            &listeners,
-            &advertised_listeners,
-            inter_broker.as_deref(),
-        )?;
-        if let Some(v) = &flags.coordinators {
-            config.coordinators = parse_addresses(v)?;
-        }
-        if let Some(v) = flags.metrics_listen {
-            config.metrics_listen = Some(v);
-        }
-        if let Some(v) = &flags.rack {
-            config.rack = Some(v.clone()).filter(|r| !r.is_empty());
-        }
+        let mut config: Self =
+            tributary_node::settings::load(flags.config.as_deref(), flags.overrides())?;
+        config.resolve_listeners()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Resolves `listen`, `advertised_address`, `listeners`, `advertised_listeners` and
+    /// `inter_broker_listener_name` into the listeners to bind. The shorthand (`listen`,
+    /// `advertised_address`) applies when given or when `listeners` is empty.
+    fn resolve_listeners(&mut self) -> Result<()> {
+        let listen = match self.listen_text.as_str() {
+            "" => None,
+            text => Some(text.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "listen `{text}` must be an IP address and port, e.g. 0.0.0.0:9092: {e}"
+                )
+            })?),
+        };
+        let advertised = Some(self.advertised_address_text.clone()).filter(|a| !a.is_empty());
+        let shorthand = listen.is_some() || advertised.is_some() || self.listeners_text.is_empty();
+        self.listen = listen.unwrap_or_else(|| Self::default().listen);
+        self.advertised_address = advertised.unwrap_or_else(|| default_advertised(self.listen));
+        if shorthand && !is_host_port(&self.advertised_address) {
+            bail!(
+                "advertised_address `{}` is not HOST:PORT",
+                self.advertised_address
+            );
+        }
+        let inter_broker = std::mem::take(&mut self.inter_broker_listener_name);
+        (self.listeners, self.inter_broker_listener_name) = listeners::resolve(
+            shorthand.then(|| (self.listen, self.advertised_address.clone())),
+            &self.listeners_text,
+            &self.advertised_listeners,
+            Some(inter_broker.as_str()).filter(|n| !n.is_empty()),
+        )?;
+        Ok(())
     }
 
     /// Checks values that parse but make no sense.
@@ -500,28 +369,6 @@ impl BrokerConfig {
         self.listeners.iter().find(|l| l.name == name)
     }
 
-    /// The group coordinator's settings.
-    pub fn group_config(&self) -> crate::group::GroupConfig {
-        crate::group::GroupConfig {
-            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
-            offsets_topic_replication_factor: self.offsets_topic_replication_factor,
-            offsets_commit_timeout: Duration::from_millis(self.offsets_commit_timeout_ms),
-            offsets_retention: match self.offsets_retention_ms {
-                Some(ms) => Duration::from_millis(ms),
-                None => Duration::from_secs(self.offsets_retention_minutes.saturating_mul(60)),
-            },
-            offsets_retention_check_interval: Duration::from_millis(
-                self.offsets_retention_check_interval_ms,
-            ),
-            group_initial_rebalance_delay: Duration::from_millis(
-                self.group_initial_rebalance_delay_ms,
-            ),
-            group_min_session_timeout_ms: self.group_min_session_timeout_ms,
-            group_max_session_timeout_ms: self.group_max_session_timeout_ms,
-            group_max_size: usize::try_from(self.group_max_size).unwrap_or(usize::MAX),
-        }
-    }
-
     /// `broker.session.timeout.ms`.
     pub fn session_timeout(&self) -> Duration {
         Duration::from_millis(self.broker_session_timeout_ms)
@@ -560,9 +407,112 @@ pub fn parse_addresses(text: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+fn coordinator_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    parse_addresses(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn comma_list<S: Serializer>(list: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&list.join(","))
+}
+
+/// An optional text where empty means none.
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(String::deserialize(d)?).filter(|s| !s.is_empty()))
+}
+
+fn metrics_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "" => Ok(None),
+        text => text.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "metrics_listen `{text}` is not an IP address and port"
+            ))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys are a contract (deploy/, operators' files): none may vanish or be renamed.
+    #[test]
+    fn the_keys_are_the_documented_ones() {
+        assert_eq!(
+            tributary_node::settings::keys::<BrokerConfig>(),
+            [
+                "broker_id",
+                "data_dir",
+                "listen",
+                "advertised_address",
+                "listeners",
+                "advertised_listeners",
+                "inter_broker_listener_name",
+                "coordinators",
+                "rack",
+                "auto_create_topics_enable",
+                "num_partitions",
+                "default_replication_factor",
+                "broker_session_timeout_ms",
+                "broker_heartbeat_interval_ms",
+                "controlled_shutdown_timeout_ms",
+                "log_retention_check_interval_ms",
+                "log_flush_offset_checkpoint_interval_ms",
+                "max_open_segments",
+                "log_preallocate_bytes",
+                "replica_lag_time_max_ms",
+                "replica_fetch_wait_max_ms",
+                "replica_fetch_max_bytes",
+                "replica_fetch_response_max_bytes",
+                "producer_id_expiration_ms",
+                "offsets_topic_num_partitions",
+                "offsets_topic_replication_factor",
+                "offsets_commit_timeout_ms",
+                "offsets_retention_minutes",
+                "offsets_retention_ms",
+                "offsets_retention_check_interval_ms",
+                "group_initial_rebalance_delay_ms",
+                "group_min_session_timeout_ms",
+                "group_max_session_timeout_ms",
+                "group_max_size",
+                "log_cleaner_backoff_ms",
+                "log_cleaner_dedupe_buffer_size",
+                "metrics_listen",
+                "log_format",
+            ]
+        );
+        let defaults = tributary_node::settings::describe::<BrokerConfig>().unwrap();
+        assert!(
+            defaults.contains("\"replica_fetch_max_bytes\": 1048576"),
+            "{defaults}"
+        );
+        assert!(
+            defaults.contains("\"coordinators\": \"localhost:9191,localhost:9192,localhost:9193\""),
+            "{defaults}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.toml");
+        let flags = ConfigFlags {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let load = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            format!("{:#}", BrokerConfig::load(&flags).unwrap_err())
+        };
+        assert!(
+            load("metrics_listen = \"x\"\n")
+                .contains("metrics_listen `x` is not an IP address and port")
+        );
+        assert!(load("listen = \"x\"\n").contains("listen `x` must be an IP address and port"));
+        assert!(load("log_format = \"yaml\"\n").contains("`text` or `json`, not `yaml`"));
+        assert!(load("broker_id = \"one\"\n").contains("broker_id"));
+        assert!(load("num_partitions = 0\n").contains("num_partitions must be at least 1"));
+    }
 
     #[test]
     fn layers_and_validation() {

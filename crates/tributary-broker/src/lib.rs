@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tributary_proto::broker::v1::broker_server::BrokerServer;
 use tributary_proto::broker::v1::group_server::GroupServer;
 use tributary_proto::broker::v1::replication_server::ReplicationServer;
@@ -80,7 +79,7 @@ async fn serve(
         metadata.clone(),
         coordinators.clone(),
     )?);
-    let groups = group::GroupCoordinator::new(manager.clone(), config.group_config());
+    let groups = group::GroupCoordinator::new(manager.clone(), group_config(&config));
     // Every listener is bound first, so a taken port fails the start at once.
     let mut sockets = Vec::new();
     for l in &config.listeners {
@@ -90,10 +89,7 @@ async fn serve(
         sockets.push((l.name.clone(), socket));
     }
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    let (health, health_service) = tributary_node::serve::health().await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // One server per listener, each with every service; the services that name addresses
     // know which listener they serve (Kafka's rule, see `listeners`).
@@ -114,24 +110,16 @@ async fn serve(
             groups.clone(),
             listener.clone(),
         ));
-        // TCP_NODELAY on every accepted connection: without it Nagle's algorithm and delayed
-        // ACKs add ~40 ms to small request/response exchanges (acks=all, replica fetches, Raft).
-        let incoming = tonic::transport::server::TcpIncoming::from(socket).with_nodelay(Some(true));
+        let router = tributary_node::serve::builder(MAX_FRAME_SIZE)
+            .add_service(health_service.clone())
+            .add_service(broker_service)
+            .add_service(admin_service)
+            .add_service(replication_service)
+            .add_service(group_service);
         let mut stop = stop_rx.clone();
-        let span = tracing::Span::current();
-        servers.push(crate::spawn(
-            Server::builder()
-                .trace_fn(move |_| span.clone())
-                .max_frame_size(Some(MAX_FRAME_SIZE))
-                .add_service(health_service.clone())
-                .add_service(broker_service)
-                .add_service(admin_service)
-                .add_service(replication_service)
-                .add_service(group_service)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                }),
-        ));
+        servers.push(tributary_node::serve::spawn(router, socket, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }));
     }
     let listeners: Vec<String> = config
         .listeners
@@ -209,6 +197,28 @@ async fn serve(
         .context("closing logs")??;
     tracing::info!("broker stopped");
     Ok(())
+}
+
+/// The group coordinator's settings, from the broker's.
+fn group_config(config: &BrokerConfig) -> group::GroupConfig {
+    group::GroupConfig {
+        offsets_topic_num_partitions: config.offsets_topic_num_partitions,
+        offsets_topic_replication_factor: config.offsets_topic_replication_factor,
+        offsets_commit_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
+        offsets_retention: match config.offsets_retention_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
+        },
+        offsets_retention_check_interval: Duration::from_millis(
+            config.offsets_retention_check_interval_ms,
+        ),
+        group_initial_rebalance_delay: Duration::from_millis(
+            config.group_initial_rebalance_delay_ms,
+        ),
+        group_min_session_timeout_ms: config.group_min_session_timeout_ms,
+        group_max_session_timeout_ms: config.group_max_session_timeout_ms,
+        group_max_size: usize::try_from(config.group_max_size).unwrap_or(usize::MAX),
+    }
 }
 
 /// `tokio::spawn` keeping the caller's tracing span (the broker's id, a fetcher's leader, ...)
@@ -394,12 +404,7 @@ async fn report_health(
         if now != serving {
             serving = now;
             tracing::info!(serving, "health");
-            let status = if now {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            reporter.set_service_status("", status).await;
+            tributary_node::serve::set_serving(&reporter, now).await;
         }
     }
 }

@@ -1,71 +1,43 @@
-//! `tributary-broker`: runs a broker, or checks one's health.
+//! `tributary-broker`: runs a broker, or checks one's health (the scaffold is
+//! `tributary_node::cli`).
 
-use std::process::ExitCode;
+use std::future::Future;
 
-use clap::{Parser, Subcommand};
 use tributary_broker::{BrokerConfig, ConfigFlags};
+use tributary_node::LogFormat;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "tributary-broker",
-    version,
-    about = "Tributary's broker: hosts partition logs and serves producers and consumers"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    flags: ConfigFlags,
-    /// Log as JSON lines instead of text (the `log_format = "json"` key).
-    #[arg(long, global = true)]
-    log_json: bool,
-}
+struct Broker;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Exit 0 if the broker at ADDR reports SERVING, non-zero otherwise.
-    Healthcheck {
-        /// host:port of the broker.
-        #[arg(default_value = "127.0.0.1:9092")]
-        addr: String,
-    },
-}
+impl tributary_node::cli::Node for Broker {
+    const NAME: &'static str = "tributary-broker";
+    const ABOUT: &'static str =
+        "Tributary's broker: hosts partition logs and serves producers and consumers";
+    const NOUN: &'static str = "broker";
+    const HEALTH_ADDR: &'static str = "127.0.0.1:9092";
+    const LOG_FILTER: &'static str = "info";
+    type Flags = ConfigFlags;
+    type Config = BrokerConfig;
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tributary_node::runtime() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("tributary-broker: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match cli.command {
-        Some(Command::Healthcheck { addr }) => runtime.block_on(tributary_node::healthcheck(&addr)),
-        None => {
-            let config = match BrokerConfig::load(&cli.flags) {
-                Ok(config) => config,
-                Err(err) => {
-                    eprintln!("tributary-broker: invalid configuration: {err:#}");
-                    return ExitCode::from(2);
-                }
-            };
-            let format = if cli.log_json {
-                tributary_node::LogFormat::Json
-            } else {
-                config.log_format
-            };
-            tributary_node::init_logging(format, "info");
-            match runtime.block_on(tributary_broker::run(
-                config,
-                tributary_node::shutdown_signal(),
-            )) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("tributary-broker: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+    fn load(flags: &ConfigFlags) -> anyhow::Result<BrokerConfig> {
+        BrokerConfig::load(flags)
     }
+
+    fn log_format(config: &BrokerConfig) -> LogFormat {
+        config.log_format
+    }
+
+    fn metric_names() -> Vec<String> {
+        tributary_broker::metrics::names()
+    }
+
+    fn run<S>(config: BrokerConfig, shutdown: S) -> impl Future<Output = anyhow::Result<()>>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        tributary_broker::run(config, shutdown)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tributary_node::cli::main::<Broker>()
 }

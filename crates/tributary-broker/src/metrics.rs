@@ -48,6 +48,34 @@ impl BrokerMetrics {
     }
 }
 
+/// Every metric family [`render`] writes but the histograms (`--print-metric-names`, which
+/// `cargo xtask deploy-check` compares the Grafana dashboard with).
+pub const FAMILIES: [&str; 15] = [
+    "tributary_broker_running",
+    "tributary_bytes_in_total",
+    "tributary_bytes_out_total",
+    "tributary_consumer_group_lag",
+    "tributary_isr_expands_total",
+    "tributary_isr_shrinks_total",
+    "tributary_leader_partitions",
+    "tributary_metadata_offset",
+    "tributary_offline_partitions",
+    "tributary_partition_high_watermark",
+    "tributary_partition_log_end_offset",
+    "tributary_request_errors_total",
+    "tributary_requests_total",
+    "tributary_truncated_records_total",
+    "tributary_under_replicated_partitions",
+];
+
+/// The histogram families [`render`] writes (series `_bucket`, `_sum`, `_count`).
+pub const HISTOGRAMS: [&str; 1] = ["tributary_request_duration_seconds"];
+
+/// Every series name [`render`] writes, the process ones aside.
+pub fn names() -> Vec<String> {
+    tributary_node::metrics::series_names(&FAMILIES, &HISTOGRAMS)
+}
+
 /// The text of `GET /metrics`.
 pub fn render(manager: &ReplicaManager, groups: &GroupCoordinator) -> String {
     let m = &*METRICS;
@@ -210,4 +238,26 @@ pub fn render(manager: &ReplicaManager, groups: &GroupCoordinator) -> String {
     }
     process_metrics(&mut out);
     out.finish()
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    /// Every metric name written in this file is listed, so `--print-metric-names` is whole.
+    #[test]
+    fn every_rendered_family_is_listed() {
+        let source = include_str!("metrics.rs");
+        let mut found = 0;
+        for literal in source.split('"').skip(1).step_by(2) {
+            if literal.starts_with("tributary_") && !literal.contains(' ') {
+                found += 1;
+                assert!(
+                    FAMILIES.contains(&literal) || HISTOGRAMS.contains(&literal),
+                    "{literal} is rendered but not in FAMILIES or HISTOGRAMS"
+                );
+            }
+        }
+        assert!(found > FAMILIES.len(), "{found}");
+    }
 }

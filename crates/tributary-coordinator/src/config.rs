@@ -1,5 +1,8 @@
 //! Configuration: defaults, then a TOML file, then `TRIBUTARY_*` environment variables, then
 //! command-line flags, each layer overriding the one before.
+//!
+//! [`CoordinatorConfig`] is the one place a key is written: each serde field is a key, its
+//! `Default` the defaults (`tributary-coordinator --print-config-keys` prints both).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,33 +10,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-
-const KNOWN_KEYS: &[&str] = &[
-    "node_id",
-    "data_dir",
-    "listen",
-    "advertised_address",
-    "initial_members",
-    "broker_session_timeout_ms",
-    "leader_rebalance_interval_ms",
-    "join",
-    "metrics_listen",
-    "log_format",
-];
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Everything a coordinator node needs to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CoordinatorConfig {
     /// This node's id (coordinators use 101, 102, 103, ...).
     pub node_id: u64,
     /// Where the Raft log, vote and snapshots live.
     pub data_dir: PathBuf,
     /// The gRPC listen address.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// The address other nodes and brokers use to reach this one (`host:port`).
     pub advertised_address: String,
     /// The voters a new cluster starts with (node id → `host:port`); must include this node.
-    /// Empty: a single-node cluster of this node.
+    /// Empty: a single-node cluster of this node. Written `101=host:9191,102=host:9192`.
+    #[serde(deserialize_with = "members", serialize_with = "members_text")]
     pub initial_members: BTreeMap<u64, String>,
     /// A broker that sends no heartbeat for this long is fenced (`broker.session.timeout.ms`).
     pub broker_session_timeout_ms: u64,
@@ -41,7 +35,8 @@ pub struct CoordinatorConfig {
     pub leader_rebalance_interval_ms: u64,
     /// Wait to be added to an existing cluster rather than bootstrap one.
     pub join: bool,
-    /// Where Prometheus scrapes `GET /metrics` (none: no metrics endpoint).
+    /// Where Prometheus scrapes `GET /metrics` (none or empty: no metrics endpoint).
+    #[serde(deserialize_with = "metrics_address")]
     pub metrics_listen: Option<SocketAddr>,
     /// `log_format`: `text` (default) or `json` lines (also the `--log-json` flag).
     pub log_format: tributary_node::LogFormat,
@@ -97,75 +92,36 @@ pub struct ConfigFlags {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+impl ConfigFlags {
+    /// The flags given, as overrides of the keys they name.
+    fn overrides(&self) -> Vec<(&'static str, config::Value)> {
+        let text = |key, value: Option<String>| value.map(|v| (key, v.into()));
+        [
+            self.node_id.map(|v| ("node_id", v.into())),
+            text(
+                "data_dir",
+                self.data_dir.as_ref().map(|d| d.display().to_string()),
+            ),
+            text("listen", self.listen.map(|a| a.to_string())),
+            text("advertised_address", self.advertised_address.clone()),
+            text("initial_members", self.initial_members.clone()),
+            self.broker_session_timeout_ms
+                .map(|v| ("broker_session_timeout_ms", v.into())),
+            self.join.then(|| ("join", true.into())),
+            text("metrics_listen", self.metrics_listen.map(|a| a.to_string())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 impl CoordinatorConfig {
-    /// Layers defaults, the file (if any), `TRIBUTARY_*` variables and the flags.
+    /// Layers defaults, the file (if any), `TRIBUTARY_*` variables and the flags, and
+    /// validates.
     pub fn load(flags: &ConfigFlags) -> Result<Self> {
-        let defaults = Self::default();
-        let builder = config::Config::builder()
-            .set_default("node_id", defaults.node_id)?
-            .set_default("data_dir", defaults.data_dir.display().to_string())?
-            .set_default("listen", defaults.listen.to_string())?
-            .set_default("advertised_address", defaults.advertised_address.clone())?
-            .set_default("initial_members", "")?
-            .set_default(
-                "broker_session_timeout_ms",
-                defaults.broker_session_timeout_ms,
-            )?
-            .set_default(
-                "leader_rebalance_interval_ms",
-                defaults.leader_rebalance_interval_ms,
-            )?;
-        let raw = tributary_node::layer(builder, flags.config.as_deref(), KNOWN_KEYS)?;
-        let members_text: String = raw.get("initial_members").unwrap_or_default();
-        let mut config = Self {
-            node_id: raw.get("node_id").context("node_id")?,
-            data_dir: raw.get::<String>("data_dir").context("data_dir")?.into(),
-            listen: raw
-                .get::<String>("listen")
-                .context("listen")?
-                .parse()
-                .context("listen must be an IP address and port, e.g. 0.0.0.0:9191")?,
-            advertised_address: raw
-                .get("advertised_address")
-                .context("advertised_address")?,
-            initial_members: parse_members(&members_text)?,
-            broker_session_timeout_ms: raw
-                .get("broker_session_timeout_ms")
-                .context("broker_session_timeout_ms")?,
-            leader_rebalance_interval_ms: raw
-                .get("leader_rebalance_interval_ms")
-                .context("leader_rebalance_interval_ms")?,
-            join: raw.get("join").unwrap_or(false),
-            metrics_listen: match raw.get::<String>("metrics_listen") {
-                Ok(text) if !text.is_empty() => Some(text.parse().with_context(|| {
-                    format!("metrics_listen `{text}` is not an IP address and port")
-                })?),
-                _ => None,
-            },
-            log_format: tributary_node::LogFormat::from_config(&raw)?,
-        };
-        if let Some(v) = flags.node_id {
-            config.node_id = v;
-        }
-        if let Some(v) = &flags.data_dir {
-            config.data_dir = v.clone();
-        }
-        if let Some(v) = flags.listen {
-            config.listen = v;
-        }
-        if let Some(v) = &flags.advertised_address {
-            config.advertised_address = v.clone();
-        }
-        if let Some(v) = &flags.initial_members {
-            config.initial_members = parse_members(v)?;
-        }
-        if let Some(v) = flags.broker_session_timeout_ms {
-            config.broker_session_timeout_ms = v;
-        }
-        config.join |= flags.join;
-        if let Some(v) = flags.metrics_listen {
-            config.metrics_listen = Some(v);
-        }
+        let config: Self =
+            tributary_node::settings::load(flags.config.as_deref(), flags.overrides())?;
         config.validate()?;
         Ok(config)
     }
@@ -228,6 +184,34 @@ pub fn parse_members(text: &str) -> Result<BTreeMap<u64, String>> {
     Ok(members)
 }
 
+fn members<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, String>, D::Error> {
+    parse_members(&String::deserialize(d)?).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+}
+
+fn members_text<S: Serializer>(members: &BTreeMap<u64, String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_members(members))
+}
+
+fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "listen must be an IP address and port, e.g. 0.0.0.0:9191: {e}"
+        ))
+    })
+}
+
+fn metrics_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "" => Ok(None),
+        text => text.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "metrics_listen `{text}` is not an IP address and port"
+            ))
+        }),
+    }
+}
+
 fn format_members(members: &BTreeMap<u64, String>) -> String {
     members
         .iter()
@@ -239,6 +223,26 @@ fn format_members(members: &BTreeMap<u64, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys are a contract (deploy/, operators' files): none may vanish or be renamed.
+    #[test]
+    fn the_keys_are_the_documented_ones() {
+        assert_eq!(
+            tributary_node::settings::keys::<CoordinatorConfig>(),
+            [
+                "node_id",
+                "data_dir",
+                "listen",
+                "advertised_address",
+                "initial_members",
+                "broker_session_timeout_ms",
+                "leader_rebalance_interval_ms",
+                "join",
+                "metrics_listen",
+                "log_format",
+            ]
+        );
+    }
 
     #[test]
     fn members_parse_and_bad_ones_are_named() {

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tributary_proto::coordinator::v1::admin_server::AdminServer;
 use tributary_proto::coordinator::v1::broker_lifecycle_server::BrokerLifecycleServer;
 use tributary_raft::{MAX_FRAME_SIZE, RaftConfig, RaftNode};
@@ -60,10 +59,7 @@ async fn serve(
     .await
     .context("starting the Raft node")?;
     let coordinator = Arc::new(Coordinator::new(node, config.clone()));
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    let (health, health_service) = tributary_node::serve::health().await;
 
     let raft_service = coordinator.node().grpc_service();
     let lifecycle =
@@ -73,23 +69,15 @@ async fn serve(
     let admin = AdminServer::new(service::AdminService(coordinator.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // TCP_NODELAY on every accepted connection: without it Nagle's algorithm and delayed ACKs
-    // add ~40 ms to small request/response exchanges (acks=all, replica fetches, Raft).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let span = tracing::Span::current();
-    let server = tokio::spawn(tracing::Instrument::in_current_span(
-        Server::builder()
-            .trace_fn(move |_| span.clone())
-            .max_frame_size(Some(MAX_FRAME_SIZE))
-            .add_service(health_service)
-            .add_service(raft_service)
-            .add_service(lifecycle)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
-    ));
+    let router = tributary_node::serve::builder(MAX_FRAME_SIZE)
+        .add_service(health_service)
+        .add_service(raft_service)
+        .add_service(lifecycle)
+        .add_service(admin);
+    let server = tributary_node::serve::spawn(router, listener, async {
+        let _ = stop_rx.await;
+    });
     tracing::info!(node_id = config.node_id, listen = %config.listen, advertised = %config.advertised_address, "coordinator serving");
 
     // A new cluster bootstraps from its configured voters; a node that already holds cluster
@@ -152,12 +140,7 @@ async fn report_health(
         let now = coordinator.node().leader().is_some() && coordinator.node().applied_index() > 0;
         if now != serving {
             serving = now;
-            let status = if now {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            reporter.set_service_status("", status).await;
+            tributary_node::serve::set_serving(&reporter, now).await;
         }
     }
 }

@@ -1,71 +1,42 @@
-//! `tributary-coordinator`: runs a coordinator node, or checks one's health.
+//! `tributary-coordinator`: runs a coordinator node, or checks one's health (the scaffold is
+//! `tributary_node::cli`).
 
-use std::process::ExitCode;
+use std::future::Future;
 
-use clap::{Parser, Subcommand};
 use tributary_coordinator::{ConfigFlags, CoordinatorConfig};
+use tributary_node::LogFormat;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "tributary-coordinator",
-    version,
-    about = "Tributary's Raft-replicated metadata service and controller"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    flags: ConfigFlags,
-    /// Log as JSON lines instead of text (the `log_format = "json"` key).
-    #[arg(long, global = true)]
-    log_json: bool,
-}
+struct Coordinator;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Exit 0 if the node at ADDR reports SERVING, non-zero otherwise.
-    Healthcheck {
-        /// host:port of the node.
-        #[arg(default_value = "127.0.0.1:9191")]
-        addr: String,
-    },
-}
+impl tributary_node::cli::Node for Coordinator {
+    const NAME: &'static str = "tributary-coordinator";
+    const ABOUT: &'static str = "Tributary's Raft-replicated metadata service and controller";
+    const NOUN: &'static str = "node";
+    const HEALTH_ADDR: &'static str = "127.0.0.1:9191";
+    const LOG_FILTER: &'static str = "info,openraft=warn,sled=warn";
+    type Flags = ConfigFlags;
+    type Config = CoordinatorConfig;
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tributary_node::runtime() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("tributary-coordinator: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match cli.command {
-        Some(Command::Healthcheck { addr }) => runtime.block_on(tributary_node::healthcheck(&addr)),
-        None => {
-            let config = match CoordinatorConfig::load(&cli.flags) {
-                Ok(config) => config,
-                Err(err) => {
-                    eprintln!("tributary-coordinator: invalid configuration: {err:#}");
-                    return ExitCode::from(2);
-                }
-            };
-            let format = if cli.log_json {
-                tributary_node::LogFormat::Json
-            } else {
-                config.log_format
-            };
-            tributary_node::init_logging(format, "info,openraft=warn,sled=warn");
-            match runtime.block_on(tributary_coordinator::run(
-                config,
-                tributary_node::shutdown_signal(),
-            )) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("tributary-coordinator: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+    fn load(flags: &ConfigFlags) -> anyhow::Result<CoordinatorConfig> {
+        CoordinatorConfig::load(flags)
     }
+
+    fn log_format(config: &CoordinatorConfig) -> LogFormat {
+        config.log_format
+    }
+
+    fn metric_names() -> Vec<String> {
+        tributary_coordinator::metrics::names()
+    }
+
+    fn run<S>(config: CoordinatorConfig, shutdown: S) -> impl Future<Output = anyhow::Result<()>>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        tributary_coordinator::run(config, shutdown)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tributary_node::cli::main::<Coordinator>()
 }

@@ -19,6 +19,30 @@ pub struct CoordinatorMetrics {
 /// The coordinator's metrics.
 pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(CoordinatorMetrics::default);
 
+/// Every metric family [`render`] writes but the histograms (`--print-metric-names`, which
+/// `cargo xtask deploy-check` compares the Grafana dashboard with).
+pub const FAMILIES: [&str; 11] = [
+    "tributary_brokers",
+    "tributary_controller_epoch",
+    "tributary_leader_elections_total",
+    "tributary_offline_partitions",
+    "tributary_partitions",
+    "tributary_raft_applied_index",
+    "tributary_raft_apply_lag",
+    "tributary_raft_is_leader",
+    "tributary_raft_last_log_index",
+    "tributary_raft_term",
+    "tributary_topics",
+];
+
+/// The histogram families [`render`] writes (series `_bucket`, `_sum`, `_count`).
+pub const HISTOGRAMS: [&str; 0] = [];
+
+/// Every series name [`render`] writes, the process ones aside.
+pub fn names() -> Vec<String> {
+    tributary_node::metrics::series_names(&FAMILIES, &HISTOGRAMS)
+}
+
 /// The text of `GET /metrics`.
 pub fn render(coordinator: &Coordinator) -> String {
     let mut out = Exposition::default();
@@ -106,4 +130,26 @@ pub fn render(coordinator: &Coordinator) -> String {
     );
     process_metrics(&mut out);
     out.finish()
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    /// Every metric name written in this file is listed, so `--print-metric-names` is whole.
+    #[test]
+    fn every_rendered_family_is_listed() {
+        let source = include_str!("metrics.rs");
+        let mut found = 0;
+        for literal in source.split('"').skip(1).step_by(2) {
+            if literal.starts_with("tributary_") && !literal.contains(' ') {
+                found += 1;
+                assert!(
+                    FAMILIES.contains(&literal) || HISTOGRAMS.contains(&literal),
+                    "{literal} is rendered but not in FAMILIES or HISTOGRAMS"
+                );
+            }
+        }
+        assert!(found > FAMILIES.len(), "{found}");
+    }
 }

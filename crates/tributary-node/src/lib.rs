@@ -1,17 +1,26 @@
-//! What every Tributary server process (`tributary-coordinator`, `tributary-broker`) shares:
-//! logging to stderr, graceful-shutdown signals, the `healthcheck` subcommand and the layering
-//! of configuration (defaults, TOML file, `TRIBUTARY_*` environment, flags).
+//! The scaffold every Tributary server (`tributary-coordinator`, `tributary-broker`) is built
+//! from: the generic `main` ([`cli`]), layered configuration over one serde struct
+//! ([`settings`]), logging, signals, the `healthcheck` subcommand, the gRPC serve helper
+//! ([`serve`]) and the Prometheus exposition ([`metrics`]).
 //!
-//! Architecture invariant: nothing here knows about Raft, metadata or partitions; a node's
-//! behaviour lives in its own crate.
+//! Invariants:
+//! - Nothing here knows about Raft, metadata or partitions; a server's behaviour lives in its
+//!   own crate, which hands this one a [`cli::Node`].
+//! - A config key is a field of the server's settings struct and nothing else: the key list,
+//!   the defaults and `--print-config-keys` derive from it.
+//! - Unknown keys in a file are refused; `TRIBUTARY_*` variables that name no key are ignored
+//!   (tools and tests use that prefix too).
+//! - Every accepted connection has TCP_NODELAY; health is NOT_SERVING until the server says.
 
+pub mod cli;
 pub mod metrics;
+pub mod serve;
+pub mod settings;
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 /// The `log_format` key: how a server writes its log lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,14 +32,19 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    /// Reads the `log_format` key of a layered configuration (`text` when absent).
-    pub fn from_config(raw: &config::Config) -> Result<Self> {
-        match raw.get::<String>("log_format") {
-            Err(config::ConfigError::NotFound(_)) => Ok(Self::Text),
-            Err(e) => Err(e).context("log_format"),
-            Ok(text) => text.parse(),
-        }
+impl serde::Serialize for LogFormat {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -125,63 +139,9 @@ pub async fn healthcheck(addr: &str) -> ExitCode {
     }
 }
 
-/// Refuses a config file holding a key outside `known`: a typo would silently keep a default.
-pub fn check_file_keys(file: &Path, known: &[&str]) -> Result<()> {
-    let only_file = config::Config::builder()
-        .add_source(config::File::from(file).required(true))
-        .build()
-        .with_context(|| format!("reading {}", file.display()))?;
-    let keys: std::collections::HashMap<String, config::Value> = only_file.try_deserialize()?;
-    let mut unknown: Vec<&String> = keys
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .collect();
-    unknown.sort();
-    if let Some(key) = unknown.first() {
-        bail!(
-            "unknown setting `{key}` in {} (known: {})",
-            file.display(),
-            known.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// Adds the file (after [`check_file_keys`]) and the `TRIBUTARY_*` environment on top of
-/// `builder`'s defaults, and builds the layered configuration.
-pub fn layer(
-    mut builder: config::ConfigBuilder<config::builder::DefaultState>,
-    file: Option<&Path>,
-    known: &[&str],
-) -> Result<config::Config> {
-    if let Some(file) = file {
-        check_file_keys(file, known)?;
-        builder = builder.add_source(config::File::from(file).required(true));
-    }
-    builder
-        .add_source(
-            config::Environment::with_prefix("TRIBUTARY")
-                .prefix_separator("_")
-                .try_parsing(true),
-        )
-        .build()
-        .context("reading the configuration")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unknown_file_keys_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("node.toml");
-        std::fs::write(&file, "listen = \"0.0.0.0:1\"\nlisten_adress = \"x\"\n").unwrap();
-        let err = check_file_keys(&file, &["listen"]).unwrap_err().to_string();
-        assert!(err.contains("`listen_adress`"), "{err}");
-        std::fs::write(&file, "listen = \"0.0.0.0:1\"\n").unwrap();
-        check_file_keys(&file, &["listen"]).unwrap();
-    }
 
     #[test]
     fn log_format_is_text_or_json() {
@@ -189,13 +149,5 @@ mod tests {
         assert_eq!("text".parse::<LogFormat>().unwrap(), LogFormat::Text);
         let err = "JSON".parse::<LogFormat>().unwrap_err().to_string();
         assert!(err.contains("`text` or `json`, not `JSON`"), "{err}");
-        let empty = config::Config::builder().build().unwrap();
-        assert_eq!(LogFormat::from_config(&empty).unwrap(), LogFormat::Text);
-        let set = config::Config::builder()
-            .set_override("log_format", "yaml")
-            .unwrap()
-            .build()
-            .unwrap();
-        assert!(LogFormat::from_config(&set).is_err());
     }
 }

@@ -164,6 +164,18 @@ impl Exposition {
     }
 }
 
+/// The series [`process_metrics`] renders.
+pub const PROCESS_METRICS: [&str; 2] = ["process_resident_memory_bytes", "process_open_fds"];
+
+/// Every series of `families`, each histogram's as `_bucket`, `_sum` and `_count`.
+pub fn series_names(families: &[&str], histograms: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = families.iter().map(|f| f.to_string()).collect();
+    for h in histograms {
+        out.extend(["_bucket", "_sum", "_count"].map(|s| format!("{h}{s}")));
+    }
+    out
+}
+
 /// The process's resident memory in bytes and open file descriptors (Linux `/proc/self`).
 pub fn process_metrics(out: &mut Exposition) {
     if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
