@@ -1,5 +1,5 @@
-//! `cargo xtask docker-build`, `compose-test` and `deploy-check`: the container images, the
-//! Compose round trip, and the checks of `deploy/` that need no Docker or Kubernetes.
+//! `cargo xtask docker-build` and `compose-test`: the container images and the Compose round
+//! trip (`deploy-check`, the checks of `deploy/` that need no Docker, is in `deploy.rs`).
 //!
 //! Images are built `FROM scratch` (no registry can be reached, so nothing is pulled) around
 //! statically linked binaries: `RUSTFLAGS="-C target-feature=+crt-static"` with an explicit
@@ -33,8 +33,9 @@ pub const HELP: &str = "  docker-build [--tag TAG] [--no-cargo]
                      when no Docker engine answers
   deploy-check       check deploy/ without Docker or Kubernetes: the manifests and the
                      Compose file parse, and their flags, ports, config keys and metric
-                     names agree with the binaries (deploy/check.py; needs python3 with
-                     PyYAML, skipped with a message otherwise)
+                     names agree with what the binaries print (--help,
+                     --print-config-keys, --print-metric-names; --bin-dir DIR: the
+                     binaries' directory, default the target directory's debug/)
 ";
 
 /// The target triple of the static build.
@@ -45,13 +46,13 @@ const COMPOSE_PROJECT: &str = "tributary-compose-test";
 const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 9092..=9094;
 
 /// One image: its name, the package and binary it holds, and its Dockerfile.
-struct Image {
-    name: &'static str,
+pub struct Image {
+    pub name: &'static str,
     binary: &'static str,
     dockerfile: &'static str,
 }
 
-const IMAGES: [Image; 3] = [
+pub const IMAGES: [Image; 3] = [
     Image {
         name: "tributary-coordinator",
         binary: "tributary-coordinator",
@@ -70,7 +71,7 @@ const IMAGES: [Image; 3] = [
 ];
 
 /// The workspace's target directory (`$CARGO_TARGET_DIR`, else `target/`).
-fn target_dir(root: &Path) -> PathBuf {
+pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .filter(|d| !d.is_empty())
         .map_or_else(|| root.join("target"), |d| root.join(d))
@@ -601,41 +602,6 @@ impl ComposeCluster {
         out.check(&what)?;
         Ok(out.stdout)
     }
-}
-
-/// `cargo xtask deploy-check`: `python3 deploy/check.py` with the binaries' directory.
-pub fn deploy_check(args: &[String], root: &Path) -> Result<()> {
-    let mut bin_dir = target_dir(root).join("debug");
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--bin-dir" => bin_dir = root.join(rest.next().context("--bin-dir needs a value")?),
-            other => bail!("unknown option `{other}` for `cargo xtask deploy-check`"),
-        }
-    }
-    if !quiet_success(Command::new("python3").args(["-c", "import yaml"])) {
-        eprintln!(
-            "xtask: deploy-check SKIPPED: it needs python3 with PyYAML (`pip install pyyaml`)"
-        );
-        return Ok(());
-    }
-    let script = root.join("deploy").join("check.py");
-    eprintln!(
-        "xtask: running python3 deploy/check.py --bin-dir {}",
-        bin_dir.display()
-    );
-    let out = run_bounded(
-        Command::new("python3")
-            .arg(&script)
-            .arg("--bin-dir")
-            .arg(&bin_dir)
-            .current_dir(root),
-        None,
-        Duration::from_secs(120),
-    )?;
-    eprint!("{}{}", out.stdout, out.stderr);
-    out.check("deploy/check.py")?;
-    Ok(())
 }
 
 /// What a bounded command printed and whether it succeeded.

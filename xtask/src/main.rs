@@ -4,6 +4,7 @@
 //! nothing has to be installed by hand.
 
 mod cluster;
+mod deploy;
 mod docker;
 
 use std::process::{Command, ExitCode};
@@ -63,7 +64,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "cluster-status" => cluster::status(rest, &workspace_root()),
         "docker-build" => docker::docker_build(rest, &workspace_root()),
         "compose-test" => docker::compose_test(rest, &workspace_root()),
-        "deploy-check" => docker::deploy_check(rest, &workspace_root()),
+        "deploy-check" => deploy_check(rest),
         "help" | "--help" | "-h" => {
             print!("{}", help());
             Ok(())
@@ -120,7 +121,7 @@ fn test(args: &[String]) -> Result<()> {
     }
     // deploy/ against the binaries just built, then the Compose round trip (torn down before
     // returning, so the default ports are free again).
-    docker::deploy_check(&[], &workspace_root())?;
+    deploy_check(&[])?;
     if docker {
         docker::test_step(&workspace_root())?;
         // The fault suite against the Compose cluster (images built by the step above).
@@ -174,6 +175,13 @@ fn cargo(args: &[&str]) -> Result<()> {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// `cargo xtask deploy-check`, with the debug binaries of the target directory by default.
+fn deploy_check(args: &[String]) -> Result<()> {
+    let root = workspace_root();
+    let bin_dir = docker::target_dir(&root).join("debug");
+    deploy::deploy_check(args, &root, bin_dir)
 }
 
 fn workspace_root() -> std::path::PathBuf {
