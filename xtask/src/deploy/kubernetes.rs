@@ -325,7 +325,6 @@ impl Checker<'_> {
                 }
             }
         }
-        let mut coordinator_addresses = coordinator_addresses;
         coordinator_addresses.sort();
         for (place, value) in &broker_coordinators {
             let mut listed: Vec<String> = value.split(',').map(str::to_owned).collect();
