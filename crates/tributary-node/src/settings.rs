@@ -115,7 +115,8 @@ fn load_from<T: DeserializeOwned>(
         .build()
         .context("reading the configuration")?
         .try_deserialize()
-        .context("reading the configuration")
+        // The value's own message (config adds "for key `...`") says it all.
+        .map_err(Into::into)
 }
 
 /// Each key of `T` with its default, as a JSON object (`--print-config-keys`).
