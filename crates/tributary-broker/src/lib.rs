@@ -21,6 +21,7 @@ pub mod coordinators;
 pub mod dirs;
 pub mod group;
 pub mod grpc;
+pub mod isr;
 pub mod lifecycle;
 pub mod listeners;
 pub mod manager;
@@ -29,6 +30,9 @@ pub mod metrics;
 pub mod partition;
 pub mod producers;
 pub mod replication;
+pub mod service;
+pub mod session;
+pub mod topic_config;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +84,7 @@ async fn serve(
         metadata.clone(),
         coordinators.clone(),
     )?);
+    let service = Arc::new(service::Service::new(manager.clone()));
     let groups = group::GroupCoordinator::new(manager.clone(), config.group_config());
     // Every listener is bound first, so a taken port fails the start at once.
     let mut sockets = Vec::new();
@@ -101,13 +106,13 @@ async fn serve(
     for (name, socket) in sockets {
         let listener: Arc<str> = name.into();
         let broker_service =
-            BrokerServer::new(grpc::BrokerService(manager.clone(), listener.clone()))
+            BrokerServer::new(grpc::BrokerService::new(service.clone(), listener.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let admin_service = AdminServer::new(grpc::AdminService(manager.clone()))
+        let admin_service = AdminServer::new(grpc::AdminService(service.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let replication_service = ReplicationServer::new(grpc::ReplicationService(manager.clone()))
+        let replication_service = ReplicationServer::new(grpc::ReplicationService(service.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let group_service = GroupServer::new(group::grpc::GroupService::new(
@@ -142,7 +147,7 @@ async fn serve(
 
     let (scraped, scraped_groups) = (manager.clone(), groups.clone());
     let metrics_server = tributary_node::metrics::spawn(config.metrics_listen, move || {
-        metrics::render(&scraped, &scraped_groups)
+        metrics::render(&scrape(&scraped, &scraped_groups))
     })
     .await?;
     let follower = crate::spawn(metadata::follow(metadata.clone(), coordinators.clone()));
@@ -211,6 +216,51 @@ async fn serve(
     Ok(())
 }
 
+/// What `GET /metrics` reports of the broker's state right now.
+fn scrape(manager: &ReplicaManager, groups: &group::GroupCoordinator) -> metrics::Scrape {
+    let me = manager.broker_id();
+    let mut partitions: Vec<metrics::PartitionSample> = manager
+        .partitions()
+        .iter()
+        .map(|p| {
+            let role = p.role();
+            let led_here = role.leader == Some(me);
+            metrics::PartitionSample {
+                tp: p.tp.clone(),
+                log_end_offset: p.log().log_end_offset(),
+                high_watermark: p.high_watermark(),
+                led_here,
+                under_replicated: led_here && role.isr.len() < role.replicas.len(),
+            }
+        })
+        .collect();
+    partitions.sort_by(|a, b| a.tp.cmp(&b.tp));
+    let (offline_partitions, metadata_offset, running) = manager.metadata().read(|image| {
+        let offline = image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader.is_none())
+            .count();
+        let running = image
+            .brokers
+            .get(&me)
+            .is_some_and(|b| b.state == tributary_metadata::BrokerState::Running);
+        (offline, image.offset, running)
+    });
+    metrics::Scrape {
+        partitions,
+        offline_partitions,
+        metadata_offset,
+        running,
+        group_lag: groups
+            .lag()
+            .into_iter()
+            .map(|s| (s.group, s.tp, s.lag))
+            .collect(),
+    }
+}
+
 /// `tokio::spawn` keeping the caller's tracing span (the broker's id, a fetcher's leader, ...)
 /// on the task: a bare `tokio::spawn` starts its task outside every span.
 pub(crate) fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
@@ -269,7 +319,7 @@ async fn start_serving(
     crate::spawn_blocking(move || reconciler.reconcile())
         .await
         .context("reconciling logs")??;
-    manager.set_ready();
+    manager.session().set_ready();
     tracing::info!(
         partitions = manager.partitions().len(),
         metadata_offset = manager.metadata().offset(),
@@ -307,7 +357,7 @@ async fn shrink_isrs(manager: Arc<ReplicaManager>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        manager.shrink_isrs(lag);
+        isr::shrink_isrs(&manager, lag);
     }
 }
 
@@ -387,10 +437,12 @@ async fn report_health(
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
         ticker.tick().await;
-        let session = manager.session_timeout();
-        let now = manager.is_ready()
-            && manager.is_running_in_image()
-            && manager.since_heartbeat().is_some_and(|d| d <= session);
+        let session = manager.session();
+        let now = session.is_ready()
+            && session.is_running_in_image()
+            && session
+                .since_heartbeat()
+                .is_some_and(|d| d <= session.session_timeout());
         if now != serving {
             serving = now;
             tracing::info!(serving, "health");

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use tributary_metadata::{Broker, BrokerId, MetadataImage};
 
 /// The listener `listen` / `advertised_address` define (Kafka's default name).
-pub const DEFAULT_LISTENER: &str = crate::manager::LISTENER;
+pub const DEFAULT_LISTENER: &str = "PLAINTEXT";
 
 /// One listener the broker binds.
 #[derive(Debug, Clone, PartialEq, Eq)]

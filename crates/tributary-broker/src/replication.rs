@@ -413,7 +413,7 @@ async fn run(
         }
         let request = pb::ReplicaFetchRequest {
             replica_id: manager.broker_id(),
-            broker_epoch: manager.broker_epoch(),
+            broker_epoch: manager.session().broker_epoch(),
             max_wait_ms: config.replica_fetch_wait_max_ms as u32,
             min_bytes: 1,
             max_bytes: config.replica_fetch_response_max_bytes,

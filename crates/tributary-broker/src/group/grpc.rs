@@ -26,7 +26,7 @@ impl GroupService {
     }
 
     fn ready(&self) -> Result<(), Status> {
-        if self.coordinator.manager().is_ready() {
+        if self.coordinator.manager().session().is_ready() {
             Ok(())
         } else {
             Err(Status::unavailable(

@@ -368,7 +368,7 @@ impl GroupCoordinator {
                 format!("broker {me} does not coordinate group `{group}` (it does not lead {tp})"),
             ));
         };
-        if self.manager.self_fenced() {
+        if self.manager.session().self_fenced() {
             return Err(PbError::new(
                 ErrorCode::NotCoordinator,
                 format!("broker {me} has lost touch with the coordinators"),
@@ -432,7 +432,7 @@ impl GroupCoordinator {
         let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
         let mut results = self
             .manager
-            .produce_internal(ProduceRequest {
+            .append_records(ProduceRequest {
                 acks: Acks::All,
                 timeout: self.config.offsets_commit_timeout,
                 partitions: vec![(tp.clone(), batch)],
@@ -1491,7 +1491,7 @@ impl GroupCoordinator {
 
     /// One maintenance pass (see [`GroupCoordinator::run`]).
     pub fn maintain(self: &Arc<Self>) {
-        if !self.manager.is_ready() {
+        if !self.manager.session().is_ready() {
             return;
         }
         let me = self.manager.broker_id();
