@@ -38,8 +38,6 @@
 //!   crash leaves either the old segments or the new one.
 
 mod cache;
-mod checkpoint;
-mod cleaner;
 mod config;
 mod epoch;
 mod error;
@@ -50,16 +48,14 @@ mod offset_map;
 mod segment;
 
 pub use cache::FileCache;
-pub use cleaner::{
-    CLEANER_CHECKPOINT_FILE, CleanFault, CleanOutcome, CleanableStats, Cleaner, CleanerConfig,
-    check_keys,
-};
 pub use config::{CleanupPolicy, LogConfig};
 pub use epoch::{EPOCH_CHECKPOINT_FILE, EpochEndOffset};
 pub use error::{Result, StorageError};
 pub use format::{FILE_HEADER_LEN, FORMAT_VERSION, read_segment_file};
 pub use log::{
-    AppendInfo, CLEAN_SHUTDOWN_FILE, Clock, DEFAULT_PREALLOCATE_BYTES, Log, LogResources,
+    AppendInfo, CLEAN_SHUTDOWN_FILE, CLEANER_CHECKPOINT_FILE, CleanFault, CleanOutcome,
+    CleanableStats, Cleaner, CleanerConfig, Clock, DEFAULT_PREALLOCATE_BYTES, Log, LogResources,
     ManualClock, OpenReport, ReadResult, RetentionOutcome, SystemClock, TimestampOffset,
+    check_keys,
 };
 pub use offset_map::{KeyDigest, OFFSET_MAP_ENTRY_BYTES, OffsetMap, murmur3_x64_128};
