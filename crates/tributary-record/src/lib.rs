@@ -29,8 +29,16 @@
 //! | record count | 4 | yes |
 //! | records | … | yes |
 //!
-//! Architecture invariant: this crate knows nothing about files, networks or replication; it is
-//! pure functions over byte slices.
+//! Architecture invariants:
+//! - Pure functions over byte slices: no files, no network, no async, no replication.
+//! - The one crate that knows a batch's layout: field positions, attribute bits, varints, the
+//!   CRC's range. Other crates call it (the storage engine, the broker, the client) and never
+//!   re-encode the layout.
+//! - Parsing malformed bytes gives a [`RecordError`], never a panic; decompression is bounded
+//!   ([`DECOMPRESSED_RECORDS_BYTES_MAX`]), so no batch makes it allocate without limit.
+//! - A batch it builds or rewrites verifies with [`verify_batch`]; a rewrite keeps a batch's
+//!   offsets, producer fields and codec.
+//! - No two top-level modules refer to each other, directly or in a circle.
 
 mod builder;
 pub mod compression;
