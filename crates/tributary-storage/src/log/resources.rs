@@ -57,7 +57,7 @@ pub struct LogResources {
     /// its writes (`fallocate`, the file's size unchanged; 0: never), but never more than an
     /// eighth of what the segment already holds (so a rarely written partition holds nothing
     /// ahead). Buffered writes into allocated blocks skip ext4's delayed-allocation
-    /// bookkeeping (see the crate's README for what it gains). The blocks ahead are given back
+    /// bookkeeping (see docs/benchmarks/storage.md for what it gains). The blocks ahead are given back
     /// when the segment is sealed or the log closed, and at the next open after a crash.
     pub preallocate_bytes: u64,
 }
