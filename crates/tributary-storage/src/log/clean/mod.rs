@@ -49,6 +49,11 @@
 //! Readers never see a torn state: they read under the log's read lock, and the swap of the
 //! in-memory segment list and of the files happens under the write lock, as retention's deletions
 //! do. The slow part, reading and writing the segments, holds no lock: appends and reads go on.
+//!
+//! Here: the cleaner's settings and reusable state, what it reports, and the entry points on
+//! `Log`. `pass` runs one pass (key map, rewrite, swap); `files` reads and writes the segment
+//! files of a pass and finishes an interrupted swap at open. The batch bytes are rewritten by
+//! `tributary_record` (`split_records`, `rewrite_batch`, `empty_batch`).
 
 mod files;
 mod pass;
