@@ -26,8 +26,8 @@ pub fn check(root: &Path) -> Result<()> {
     }
     for dir in ["crates", "xtask", "proto/src"] {
         for file in rust_files(&root.join(dir))? {
-            let text = fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let text =
+                fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let lines = before_tests(&text).lines().count();
             if lines > MAX_LINES_BEFORE_TESTS {
                 let shown = file.strip_prefix(root).unwrap_or(&file);
@@ -47,7 +47,11 @@ pub fn check(root: &Path) -> Result<()> {
 
 /// `src` directories of the workspace's crates.
 fn source_dirs(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut dirs = vec![root.join("proto/src"), root.join("xtask/src"), root.join("tests/src")];
+    let mut dirs = vec![
+        root.join("proto/src"),
+        root.join("xtask/src"),
+        root.join("tests/src"),
+    ];
     for entry in fs::read_dir(root.join("crates")).context("listing crates/")? {
         dirs.push(entry?.path().join("src"));
     }
@@ -83,6 +87,11 @@ fn before_tests(text: &str) -> &str {
 
 /// The cycles among the top-level modules of the crate whose sources are in `src`.
 fn module_cycles(src: &Path) -> Result<Vec<String>> {
+    let crate_dir = src.parent().unwrap_or(src);
+    let crate_name = crate_dir.file_name().map_or_else(
+        || src.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let mut modules: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for entry in fs::read_dir(src).with_context(|| format!("listing {}", src.display()))? {
         let path = entry?.path();
@@ -113,28 +122,37 @@ fn module_cycles(src: &Path) -> Result<Vec<String>> {
         deps.retain(|d| d != name && modules.contains_key(d));
         graph.insert(name, deps);
     }
-    let mut problems = Vec::new();
+    let mut cycles = BTreeSet::new();
     for (name, deps) in &graph {
         for dep in deps {
             if let Some(path) = path_between(&graph, dep, name) {
-                if dep.as_str() < *name && graph[dep.as_str()].contains(*name) {
-                    continue; // a direct pair is reported once, from its first name
-                }
-                problems.push(format!(
-                    "{}: modules refer to each other in a circle: {name} -> {}",
-                    src.display(),
-                    path.join(" -> ")
-                ));
+                // The circle name -> dep -> ... -> name, told once: from its smallest module.
+                let mut circle: Vec<String> = std::iter::once(name.to_string())
+                    .chain(path.into_iter().take_while(|m| m != name))
+                    .collect();
+                let first = circle
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, m)| m.as_str())
+                    .map_or(0, |(i, _)| i);
+                circle.rotate_left(first);
+                circle.push(circle[0].clone());
+                cycles.insert(circle.join(" -> "));
             }
         }
     }
-    problems.sort();
-    problems.dedup();
-    Ok(problems)
+    Ok(cycles
+        .into_iter()
+        .map(|c| format!("{crate_name}: modules refer to each other in a circle: {c}"))
+        .collect())
 }
 
 /// The modules from `from` to `to` following `graph`, if `to` can be reached.
-fn path_between(graph: &BTreeMap<&str, BTreeSet<String>>, from: &str, to: &str) -> Option<Vec<String>> {
+fn path_between(
+    graph: &BTreeMap<&str, BTreeSet<String>>,
+    from: &str,
+    to: &str,
+) -> Option<Vec<String>> {
     let mut previous: BTreeMap<String, String> = BTreeMap::new();
     let mut queue = std::collections::VecDeque::from([from.to_owned()]);
     let mut seen = BTreeSet::from([from.to_owned()]);

@@ -1,13 +1,10 @@
-//! The coordinator's Prometheus metrics: Raft term, log and apply positions, leadership, the
-//! metadata image's brokers and partitions, and the leader elections this node decided as
-//! controller (clean and unclean).
+//! The coordinator's own counters (the leader elections this node decided as controller, clean
+//! and unclean). The gauges read at scrape time (Raft positions, the image's brokers and
+//! partitions) are rendered by `scrape`.
 
 use std::sync::LazyLock;
 
-use tributary_metadata::BrokerState;
-use tributary_node::metrics::{Counter, Exposition, process_metrics};
-
-use crate::coordinator::Coordinator;
+use tributary_node::metrics::Counter;
 
 /// Process-wide coordinator metrics.
 #[derive(Debug, Default)]
@@ -18,92 +15,3 @@ pub struct CoordinatorMetrics {
 
 /// The coordinator's metrics.
 pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(CoordinatorMetrics::default);
-
-/// The text of `GET /metrics`.
-pub fn render(coordinator: &Coordinator) -> String {
-    let mut out = Exposition::default();
-    METRICS.elections.render(
-        &mut out,
-        "tributary_leader_elections_total",
-        "Partition leader changes this node wrote as controller, by kind (unclean: an out-of-sync replica was elected).",
-    );
-    let raft = coordinator.node().metrics().borrow().clone();
-    out.gauge(
-        "tributary_raft_term",
-        "Current Raft term.",
-        &[],
-        raft.current_term as f64,
-    );
-    out.gauge(
-        "tributary_raft_last_log_index",
-        "Index of the last Raft log entry.",
-        &[],
-        raft.last_log_index.unwrap_or(0) as f64,
-    );
-    let applied = coordinator.node().applied_index();
-    out.gauge(
-        "tributary_raft_applied_index",
-        "Index of the last entry applied.",
-        &[],
-        applied as f64,
-    );
-    out.gauge(
-        "tributary_raft_apply_lag",
-        "Log entries not applied yet.",
-        &[],
-        raft.last_log_index.unwrap_or(0).saturating_sub(applied) as f64,
-    );
-    out.gauge(
-        "tributary_raft_is_leader",
-        "1 on the Raft leader (the controller).",
-        &[],
-        if raft.current_leader == Some(raft.id) {
-            1.0
-        } else {
-            0.0
-        },
-    );
-    let (running, fenced, shutting, topics, partitions, offline, epoch) =
-        coordinator.read(|image| {
-            let count = |s: BrokerState| image.brokers.values().filter(|b| b.state == s).count();
-            let all = image.topics.values().flat_map(|t| t.partitions.iter());
-            (
-                count(BrokerState::Running),
-                count(BrokerState::Fenced),
-                count(BrokerState::ControlledShutdown),
-                image.topics.len(),
-                all.clone().count(),
-                all.filter(|p| p.leader.is_none()).count(),
-                image.controller.map_or(0, |c| c.epoch),
-            )
-        });
-    out.header("tributary_brokers", "Registered brokers by state.", "gauge");
-    out.sample("tributary_brokers", &[("state", "running")], running as f64);
-    out.sample("tributary_brokers", &[("state", "fenced")], fenced as f64);
-    out.sample(
-        "tributary_brokers",
-        &[("state", "controlled_shutdown")],
-        shutting as f64,
-    );
-    out.gauge("tributary_topics", "Topics.", &[], topics as f64);
-    out.gauge(
-        "tributary_partitions",
-        "Partitions.",
-        &[],
-        partitions as f64,
-    );
-    out.gauge(
-        "tributary_offline_partitions",
-        "Partitions without a leader.",
-        &[],
-        offline as f64,
-    );
-    out.gauge(
-        "tributary_controller_epoch",
-        "The controller epoch.",
-        &[],
-        epoch as f64,
-    );
-    process_metrics(&mut out);
-    out.finish()
-}
