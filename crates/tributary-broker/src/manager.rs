@@ -1334,5 +1334,5 @@ pub fn log_config(topic: &Topic) -> LogConfig {
 
 /// Kafka's internal topics: clients cannot produce to them.
 pub fn is_internal_topic(topic: &str) -> bool {
-    topic == crate::group::OFFSETS_TOPIC
+    topic == tributary_group::OFFSETS_TOPIC
 }

@@ -4,7 +4,10 @@
 //!
 //! Both messages are Kafka's `ConsumerProtocolSubscription` and `ConsumerProtocolAssignment`
 //! (versions 0 to 3, never flexible): an int16 version, then the fields in schema order with
-//! int16-length strings, int32-length arrays and bytes, and length -1 for null.
+//! int16-length strings, int32-length arrays and bytes, and length -1 for null. Encoding goes
+//! through the `kafka-protocol` crate's generated messages (after our own length checks, which
+//! name the field); decoding is ours, for Kafka's forward-compatibility rule and errors that
+//! say which field at which byte is wrong.
 //!
 //! Subscription fields by version: `Topics` and `UserData` (v0+), `OwnedPartitions` (v1+),
 //! `GenerationId` (v2+), `RackId` (v3+). The assignment has the same fields in every version:
@@ -15,6 +18,11 @@
 //! ignored, as Kafka's reader does.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
+    consumer_protocol_assignment, consumer_protocol_subscription,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::TopicPartition;
 
@@ -83,6 +91,14 @@ pub enum ConsumerProtocolError {
         /// The most its prefix can say.
         max: usize,
     },
+    /// The `kafka-protocol` encoder refused the message (after our own checks passed).
+    #[error("consumer protocol: encoding the {message}: {reason}")]
+    Encode {
+        /// `subscription` or `assignment`.
+        message: &'static str,
+        /// The encoder's reason.
+        reason: String,
+    },
 }
 
 /// A member's subscription, sent as its protocol metadata in JoinGroup (Kafka's
@@ -138,24 +154,34 @@ impl Subscription {
         let mut owned: Vec<&TopicPartition> = self.owned_partitions.iter().collect();
         owned.sort_unstable();
 
-        let mut w = Writer::default();
-        w.buf.put_i16(version);
-        w.array_len("Topics", topics.len())?;
-        for topic in topics {
-            w.string("Topics", topic)?;
+        let owned = group_by_topic(owned.into_iter());
+        check_array_len("Topics", topics.len())?;
+        for topic in &topics {
+            check_string("Topics", topic)?;
         }
-        w.nullable_bytes("UserData", self.user_data.as_deref())?;
+        check_bytes("UserData", self.user_data.as_deref())?;
         if version >= 1 {
-            let groups = group_by_topic(owned.into_iter());
-            w.topic_partitions("OwnedPartitions", &groups)?;
-        }
-        if version >= 2 {
-            w.buf.put_i32(self.generation_id);
+            check_topic_partitions("OwnedPartitions", &owned)?;
         }
         if version >= 3 {
-            w.nullable_string("RackId", self.rack_id.as_deref())?;
+            check_string("RackId", self.rack_id.as_deref().unwrap_or_default())?;
         }
-        Ok(w.buf.freeze())
+        let message = ConsumerProtocolSubscription::default()
+            .with_topics(topics.into_iter().map(str_bytes).collect())
+            .with_user_data(self.user_data.clone())
+            .with_owned_partitions(
+                owned
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        consumer_protocol_subscription::TopicPartition::default()
+                            .with_topic(TopicName(str_bytes(topic)))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            )
+            .with_generation_id(self.generation_id)
+            .with_rack_id(self.rack_id.as_deref().map(str_bytes));
+        encode_message("subscription", version, &message)
     }
 
     /// Reads a subscription of any version >= 0 (versions above [`VERSION_MAX`] as
@@ -223,12 +249,22 @@ impl Assignment {
     /// The bytes at `version` (0 to [`VERSION_MAX`]; all versions have the same fields).
     pub fn encode_version(&self, version: i16) -> Result<Bytes, ConsumerProtocolError> {
         check_encode_version("assignment", version)?;
-        let mut w = Writer::default();
-        w.buf.put_i16(version);
         let groups = group_by_topic(self.partitions.iter());
-        w.topic_partitions("AssignedPartitions", &groups)?;
-        w.nullable_bytes("UserData", self.user_data.as_deref())?;
-        Ok(w.buf.freeze())
+        check_topic_partitions("AssignedPartitions", &groups)?;
+        check_bytes("UserData", self.user_data.as_deref())?;
+        let message = ConsumerProtocolAssignment::default()
+            .with_assigned_partitions(
+                groups
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        consumer_protocol_assignment::TopicPartition::default()
+                            .with_topic(TopicName(str_bytes(topic)))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            )
+            .with_user_data(self.user_data.clone());
+        encode_message("assignment", version, &message)
     }
 
     /// Reads an assignment of any version >= 0 (versions above [`VERSION_MAX`] as
@@ -275,78 +311,64 @@ fn group_by_topic<'a>(
     groups
 }
 
-#[derive(Default)]
-struct Writer {
-    buf: BytesMut,
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
 }
 
-impl Writer {
-    fn array_len(&mut self, field: &'static str, len: usize) -> Result<(), ConsumerProtocolError> {
-        let len = i32::try_from(len).map_err(|_| ConsumerProtocolError::TooLong {
+/// The version header, then `message` at `version` by `kafka-protocol`.
+fn encode_message(
+    message_name: &'static str,
+    version: i16,
+    message: &impl Encodable,
+) -> Result<Bytes, ConsumerProtocolError> {
+    let mut buf = BytesMut::new();
+    buf.put_i16(version);
+    message
+        .encode(&mut buf, version)
+        .map_err(|e| ConsumerProtocolError::Encode {
+            message: message_name,
+            reason: e.to_string(),
+        })?;
+    Ok(buf.freeze())
+}
+
+fn check_array_len(field: &'static str, len: usize) -> Result<(), ConsumerProtocolError> {
+    if len > ARRAY_LEN_MAX {
+        return Err(ConsumerProtocolError::TooLong {
             field,
             length: len,
             max: ARRAY_LEN_MAX,
-        })?;
-        self.buf.put_i32(len);
-        Ok(())
+        });
     }
+    Ok(())
+}
 
-    fn string(&mut self, field: &'static str, s: &str) -> Result<(), ConsumerProtocolError> {
-        let len = i16::try_from(s.len()).map_err(|_| ConsumerProtocolError::TooLong {
+fn check_string(field: &'static str, s: &str) -> Result<(), ConsumerProtocolError> {
+    if s.len() > STRING_BYTES_MAX {
+        return Err(ConsumerProtocolError::TooLong {
             field,
             length: s.len(),
             max: STRING_BYTES_MAX,
-        })?;
-        self.buf.put_i16(len);
-        self.buf.put_slice(s.as_bytes());
-        Ok(())
+        });
     }
+    Ok(())
+}
 
-    fn nullable_string(
-        &mut self,
-        field: &'static str,
-        s: Option<&str>,
-    ) -> Result<(), ConsumerProtocolError> {
-        match s {
-            Some(s) => self.string(field, s),
-            None => {
-                self.buf.put_i16(-1);
-                Ok(())
-            }
-        }
-    }
+fn check_bytes(field: &'static str, b: Option<&[u8]>) -> Result<(), ConsumerProtocolError> {
+    check_array_len(field, b.map_or(0, <[u8]>::len))
+}
 
-    fn nullable_bytes(
-        &mut self,
-        field: &'static str,
-        b: Option<&[u8]>,
-    ) -> Result<(), ConsumerProtocolError> {
-        match b {
-            Some(b) => {
-                self.array_len(field, b.len())?;
-                self.buf.put_slice(b);
-            }
-            None => self.buf.put_i32(-1),
-        }
-        Ok(())
+/// `[]TopicPartition` with `Topic: string` and `Partitions: []int32`.
+fn check_topic_partitions(
+    field: &'static str,
+    groups: &[(&str, Vec<i32>)],
+) -> Result<(), ConsumerProtocolError> {
+    check_array_len(field, groups.len())?;
+    for (topic, partitions) in groups {
+        check_string(field, topic)?;
+        check_array_len(field, partitions.len())?;
     }
-
-    /// `[]TopicPartition` with `Topic: string` and `Partitions: []int32`.
-    fn topic_partitions(
-        &mut self,
-        field: &'static str,
-        groups: &[(&str, Vec<i32>)],
-    ) -> Result<(), ConsumerProtocolError> {
-        self.array_len(field, groups.len())?;
-        for (topic, partitions) in groups {
-            self.string(field, topic)?;
-            self.array_len(field, partitions.len())?;
-            for &p in partitions {
-                self.buf.put_i32(p);
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 struct Reader<'a> {
