@@ -501,8 +501,8 @@ impl BrokerConfig {
     }
 
     /// The group coordinator's settings.
-    pub fn group_config(&self) -> crate::group::GroupConfig {
-        crate::group::GroupConfig {
+    pub fn group_config(&self) -> tributary_group::GroupConfig {
+        tributary_group::GroupConfig {
             offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             offsets_topic_replication_factor: self.offsets_topic_replication_factor,
             offsets_commit_timeout: Duration::from_millis(self.offsets_commit_timeout_ms),

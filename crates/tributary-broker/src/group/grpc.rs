@@ -1,13 +1,15 @@
 //! `tributary.broker.v1.Group`: the gRPC face of the [`GroupCoordinator`], one per listener.
+//! It only translates: gRPC messages to the coordinator's types and back.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use tributary_group::{GroupError, api};
 use tributary_proto::broker::v1 as pb;
 use tributary_proto::broker::v1::group_server::Group;
 use tributary_proto::common::v1::{Error as PbError, ErrorCode};
 
-use super::GroupCoordinator;
+use super::{GroupCoordinator, proto_code};
 
 /// The group service on one listener (FindCoordinator answers with addresses on it).
 #[derive(Debug, Clone)]
@@ -97,6 +99,265 @@ fn client_host<T>(request: &Request<T>) -> String {
         .unwrap_or_else(|| "/unknown".to_owned())
 }
 
+fn pb_error(e: GroupError) -> PbError {
+    PbError::new(proto_code(e.code), e.message)
+}
+
+fn pb_err(e: Option<GroupError>) -> Option<PbError> {
+    e.map(pb_error)
+}
+
+fn join_request(r: pb::JoinGroupRequest) -> api::JoinGroupRequest {
+    api::JoinGroupRequest {
+        group_id: r.group_id,
+        session_timeout_ms: r.session_timeout_ms,
+        rebalance_timeout_ms: r.rebalance_timeout_ms,
+        member_id: r.member_id,
+        group_instance_id: r.group_instance_id,
+        protocol_type: r.protocol_type,
+        protocols: r
+            .protocols
+            .into_iter()
+            .map(|p| api::JoinGroupProtocol {
+                name: p.name,
+                metadata: p.metadata,
+            })
+            .collect(),
+        client_id: r.client_id,
+        reason: r.reason,
+    }
+}
+
+fn join_response(r: api::JoinGroupResponse) -> pb::JoinGroupResponse {
+    pb::JoinGroupResponse {
+        error: pb_err(r.error),
+        generation_id: r.generation_id,
+        protocol_type: r.protocol_type,
+        protocol_name: r.protocol_name,
+        leader: r.leader,
+        skip_assignment: r.skip_assignment,
+        member_id: r.member_id,
+        members: r
+            .members
+            .into_iter()
+            .map(|m| pb::join_group_response::Member {
+                member_id: m.member_id,
+                group_instance_id: m.group_instance_id,
+                metadata: m.metadata,
+            })
+            .collect(),
+    }
+}
+
+fn sync_request(r: pb::SyncGroupRequest) -> api::SyncGroupRequest {
+    api::SyncGroupRequest {
+        group_id: r.group_id,
+        generation_id: r.generation_id,
+        member_id: r.member_id,
+        group_instance_id: r.group_instance_id,
+        protocol_type: r.protocol_type,
+        protocol_name: r.protocol_name,
+        assignments: r
+            .assignments
+            .into_iter()
+            .map(|a| api::SyncGroupAssignment {
+                member_id: a.member_id,
+                assignment: a.assignment,
+            })
+            .collect(),
+    }
+}
+
+fn sync_response(r: api::SyncGroupResponse) -> pb::SyncGroupResponse {
+    pb::SyncGroupResponse {
+        error: pb_err(r.error),
+        protocol_type: r.protocol_type,
+        protocol_name: r.protocol_name,
+        assignment: r.assignment,
+    }
+}
+
+fn heartbeat_request(r: pb::HeartbeatRequest) -> api::HeartbeatRequest {
+    api::HeartbeatRequest {
+        group_id: r.group_id,
+        generation_id: r.generation_id,
+        member_id: r.member_id,
+        group_instance_id: r.group_instance_id,
+        max_wait_ms: r.max_wait_ms,
+    }
+}
+
+fn leave_request(r: pb::LeaveGroupRequest) -> api::LeaveGroupRequest {
+    api::LeaveGroupRequest {
+        group_id: r.group_id,
+        members: r
+            .members
+            .into_iter()
+            .map(|m| api::LeaveGroupMember {
+                member_id: m.member_id,
+                group_instance_id: m.group_instance_id,
+                reason: m.reason,
+            })
+            .collect(),
+    }
+}
+
+fn leave_response(r: api::LeaveGroupResponse) -> pb::LeaveGroupResponse {
+    pb::LeaveGroupResponse {
+        error: pb_err(r.error),
+        members: r
+            .members
+            .into_iter()
+            .map(|m| pb::leave_group_response::Member {
+                member_id: m.member_id,
+                group_instance_id: m.group_instance_id,
+                error: pb_err(m.error),
+            })
+            .collect(),
+    }
+}
+
+fn commit_request(r: pb::OffsetCommitRequest) -> api::OffsetCommitRequest {
+    api::OffsetCommitRequest {
+        group_id: r.group_id,
+        generation_id: r.generation_id,
+        member_id: r.member_id,
+        group_instance_id: r.group_instance_id,
+        topics: r
+            .topics
+            .into_iter()
+            .map(|t| api::OffsetCommitTopic {
+                name: t.name,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| api::OffsetCommitPartition {
+                        partition: p.partition,
+                        committed_offset: p.committed_offset,
+                        committed_leader_epoch: p.committed_leader_epoch,
+                        committed_metadata: p.committed_metadata,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn commit_response(r: api::OffsetCommitResponse) -> pb::OffsetCommitResponse {
+    pb::OffsetCommitResponse {
+        topics: r
+            .topics
+            .into_iter()
+            .map(|t| pb::offset_commit_response::Topic {
+                name: t.name,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| pb::offset_commit_response::Partition {
+                        partition: p.partition,
+                        error: pb_err(p.error),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn fetch_request(r: pb::OffsetFetchRequest) -> api::OffsetFetchRequest {
+    api::OffsetFetchRequest {
+        group_id: r.group_id,
+        topics: r
+            .topics
+            .into_iter()
+            .map(|t| api::OffsetFetchTopic {
+                name: t.name,
+                partitions: t.partitions,
+            })
+            .collect(),
+    }
+}
+
+fn fetch_response(r: api::OffsetFetchResponse) -> pb::OffsetFetchResponse {
+    pb::OffsetFetchResponse {
+        error: pb_err(r.error),
+        topics: r
+            .topics
+            .into_iter()
+            .map(|t| pb::offset_fetch_response::Topic {
+                name: t.name,
+                partitions: t
+                    .partitions
+                    .into_iter()
+                    .map(|p| pb::offset_fetch_response::Partition {
+                        partition: p.partition,
+                        committed_offset: p.committed_offset,
+                        committed_leader_epoch: p.committed_leader_epoch,
+                        metadata: p.metadata,
+                        error: pb_err(p.error),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn list_response(r: api::ListGroupsResponse) -> pb::ListGroupsResponse {
+    pb::ListGroupsResponse {
+        error: pb_err(r.error),
+        groups: r
+            .groups
+            .into_iter()
+            .map(|g| pb::list_groups_response::Group {
+                group_id: g.group_id,
+                protocol_type: g.protocol_type,
+                group_state: g.group_state,
+            })
+            .collect(),
+    }
+}
+
+fn describe_response(r: api::DescribeGroupsResponse) -> pb::DescribeGroupsResponse {
+    pb::DescribeGroupsResponse {
+        groups: r
+            .groups
+            .into_iter()
+            .map(|g| pb::describe_groups_response::DescribedGroup {
+                error: pb_err(g.error),
+                group_id: g.group_id,
+                group_state: g.group_state,
+                protocol_type: g.protocol_type,
+                protocol_data: g.protocol_data,
+                coordinator_id: g.coordinator_id,
+                members: g
+                    .members
+                    .into_iter()
+                    .map(|m| pb::describe_groups_response::Member {
+                        member_id: m.member_id,
+                        group_instance_id: m.group_instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        member_metadata: m.member_metadata,
+                        member_assignment: m.member_assignment,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn delete_response(r: api::DeleteGroupsResponse) -> pb::DeleteGroupsResponse {
+    pb::DeleteGroupsResponse {
+        results: r
+            .results
+            .into_iter()
+            .map(|g| pb::delete_groups_response::Result {
+                group_id: g.group_id,
+                error: pb_err(g.error),
+            })
+            .collect(),
+    }
+}
+
 #[tonic::async_trait]
 impl Group for GroupService {
     async fn find_coordinator(
@@ -105,30 +366,14 @@ impl Group for GroupService {
     ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
         self.ready()?;
         let req = request.into_inner();
-        if req.key_type != 0 {
-            return Ok(Response::new(pb::FindCoordinatorResponse {
-                error: Some(PbError::new(
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "key type {} is not supported (0: group; transactions come later)",
-                        req.key_type
-                    ),
-                )),
-                node_id: -1,
-                address: String::new(),
-            }));
-        }
-        if req.key.is_empty() {
-            return Ok(Response::new(pb::FindCoordinatorResponse {
-                error: Some(PbError::new(
-                    ErrorCode::InvalidGroupId,
-                    "the group id is empty",
-                )),
-                node_id: -1,
-                address: String::new(),
-            }));
-        }
-        let response = match self.coordinator.find_coordinator(&req.key) {
+        let found = self
+            .coordinator
+            .coordinator()
+            .find_coordinator(&api::FindCoordinatorRequest {
+                key: req.key.clone(),
+                key_type: req.key_type,
+            });
+        let response = match found {
             Ok(id) => {
                 let address =
                     self.coordinator.manager().metadata().read(|image| {
@@ -154,7 +399,7 @@ impl Group for GroupService {
                 }
             }
             Err(error) => pb::FindCoordinatorResponse {
-                error: Some(error),
+                error: Some(pb_error(error)),
                 node_id: -1,
                 address: String::new(),
             },
@@ -168,12 +413,12 @@ impl Group for GroupService {
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
         self.ready()?;
         let host = client_host(&request);
-        Ok(Response::new(
-            self.coordinator
-                .join_group(request.into_inner(), host)
-                .await
-                .filled(),
-        ))
+        let response = self
+            .coordinator
+            .coordinator()
+            .join_group(join_request(request.into_inner()), host)
+            .await;
+        Ok(Response::new(join_response(response).filled()))
     }
 
     async fn sync_group(
@@ -181,12 +426,12 @@ impl Group for GroupService {
         request: Request<pb::SyncGroupRequest>,
     ) -> Result<Response<pb::SyncGroupResponse>, Status> {
         self.ready()?;
-        Ok(Response::new(
-            self.coordinator
-                .sync_group(request.into_inner())
-                .await
-                .filled(),
-        ))
+        let response = self
+            .coordinator
+            .coordinator()
+            .sync_group(sync_request(request.into_inner()))
+            .await;
+        Ok(Response::new(sync_response(response).filled()))
     }
 
     async fn heartbeat(
@@ -194,11 +439,16 @@ impl Group for GroupService {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.ready()?;
+        let response = self
+            .coordinator
+            .coordinator()
+            .heartbeat(heartbeat_request(request.into_inner()))
+            .await;
         Ok(Response::new(
-            self.coordinator
-                .heartbeat(request.into_inner())
-                .await
-                .filled(),
+            pb::HeartbeatResponse {
+                error: pb_err(response.error),
+            }
+            .filled(),
         ))
     }
 
@@ -207,9 +457,11 @@ impl Group for GroupService {
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
         self.ready()?;
-        Ok(Response::new(
-            self.coordinator.leave_group(request.into_inner()).filled(),
-        ))
+        let response = self
+            .coordinator
+            .coordinator()
+            .leave_group(leave_request(request.into_inner()));
+        Ok(Response::new(leave_response(response).filled()))
     }
 
     async fn offset_commit(
@@ -217,12 +469,12 @@ impl Group for GroupService {
         request: Request<pb::OffsetCommitRequest>,
     ) -> Result<Response<pb::OffsetCommitResponse>, Status> {
         self.ready()?;
-        Ok(Response::new(
-            self.coordinator
-                .offset_commit(request.into_inner())
-                .await
-                .filled(),
-        ))
+        let response = self
+            .coordinator
+            .coordinator()
+            .offset_commit(commit_request(request.into_inner()))
+            .await;
+        Ok(Response::new(commit_response(response).filled()))
     }
 
     async fn offset_fetch(
@@ -230,9 +482,11 @@ impl Group for GroupService {
         request: Request<pb::OffsetFetchRequest>,
     ) -> Result<Response<pb::OffsetFetchResponse>, Status> {
         self.ready()?;
-        Ok(Response::new(
-            self.coordinator.offset_fetch(request.into_inner()).filled(),
-        ))
+        let response = self
+            .coordinator
+            .coordinator()
+            .offset_fetch(fetch_request(request.into_inner()));
+        Ok(Response::new(fetch_response(response).filled()))
     }
 
     async fn list_groups(
@@ -240,9 +494,14 @@ impl Group for GroupService {
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         self.ready()?;
-        Ok(Response::new(
-            self.coordinator.list_groups(request.into_inner()).filled(),
-        ))
+        let req = request.into_inner();
+        let response = self
+            .coordinator
+            .coordinator()
+            .list_groups(api::ListGroupsRequest {
+                states_filter: req.states_filter,
+            });
+        Ok(Response::new(list_response(response).filled()))
     }
 
     async fn describe_groups(
@@ -250,11 +509,12 @@ impl Group for GroupService {
         request: Request<pb::DescribeGroupsRequest>,
     ) -> Result<Response<pb::DescribeGroupsResponse>, Status> {
         self.ready()?;
-        Ok(Response::new(
-            self.coordinator
-                .describe_groups(request.into_inner())
-                .filled(),
-        ))
+        let req = request.into_inner();
+        let response = self
+            .coordinator
+            .coordinator()
+            .describe_groups(api::DescribeGroupsRequest { groups: req.groups });
+        Ok(Response::new(describe_response(response).filled()))
     }
 
     async fn delete_groups(
@@ -262,11 +522,12 @@ impl Group for GroupService {
         request: Request<pb::DeleteGroupsRequest>,
     ) -> Result<Response<pb::DeleteGroupsResponse>, Status> {
         self.ready()?;
-        Ok(Response::new(
-            self.coordinator
-                .delete_groups(request.into_inner())
-                .await
-                .filled(),
-        ))
+        let req = request.into_inner();
+        let response = self
+            .coordinator
+            .coordinator()
+            .delete_groups(api::DeleteGroupsRequest { groups: req.groups })
+            .await;
+        Ok(Response::new(delete_response(response).filled()))
     }
 }

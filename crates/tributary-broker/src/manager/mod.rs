@@ -266,18 +266,36 @@ impl ReplicaManager {
         if tributary_metadata::validate_topic_name(topic).is_err() {
             return;
         }
+        self.create_topic(
+            topic,
+            self.config.num_partitions,
+            self.config.default_replication_factor,
+            Default::default(),
+        );
+    }
+
+    /// Asks the controller to create `topic` (in the background; the outcome is logged). The
+    /// one place the broker creates topics: auto-creation and `__consumer_offsets`.
+    pub fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: i32,
+        configs: HashMap<String, String>,
+    ) {
         let coordinators = self.coordinators.clone();
         let request = tributary_proto::coordinator::v1::CreateTopicsRequest {
             topics: vec![
                 tributary_proto::coordinator::v1::create_topics_request::NewTopic {
                     name: topic.to_owned(),
-                    partitions: self.config.num_partitions,
-                    replication_factor: self.config.default_replication_factor,
-                    configs: Default::default(),
+                    partitions,
+                    replication_factor,
+                    configs,
                 },
             ],
             validate_only: false,
         };
+        let topic = topic.to_owned();
         crate::spawn(async move {
             let result = coordinators
                 .call(|channel| {
@@ -289,8 +307,11 @@ impl ReplicaManager {
                     }
                 })
                 .await;
-            if let Err(status) = result {
-                tracing::warn!(error = %status.message(), "auto-creating a topic failed");
+            match result {
+                Ok(_) => tracing::info!(%topic, "asked the controller to create a topic"),
+                Err(status) => {
+                    tracing::warn!(%topic, error = %status.message(), "creating a topic failed")
+                }
             }
         });
     }

@@ -76,8 +76,5 @@ impl Service {
 
 /// Kafka's internal topics: clients cannot produce to them.
 pub fn is_internal_topic(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC
+    topic == tributary_group::OFFSETS_TOPIC
 }
-
-/// The group coordinator's topic (Kafka's name).
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
