@@ -84,8 +84,11 @@ async fn serve(
         metadata.clone(),
         coordinators.clone(),
     )?);
-    let service = Arc::new(service::Service::new(manager.clone()));
     let groups = group::GroupCoordinator::new(manager.clone(), config.group_config());
+    let service = Arc::new(service::Service::new(
+        manager.clone(),
+        groups.coordinator().clone(),
+    ));
     // Every listener is bound first, so a taken port fails the start at once.
     let mut sockets = Vec::new();
     for l in &config.listeners {
@@ -115,10 +118,8 @@ async fn serve(
         let replication_service = ReplicationServer::new(grpc::ReplicationService(service.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let group_service = GroupServer::new(group::grpc::GroupService::new(
-            groups.clone(),
-            listener.clone(),
-        ));
+        let group_service =
+            GroupServer::new(grpc::GroupService::new(service.clone(), listener.clone()));
         // TCP_NODELAY on every accepted connection: without it Nagle's algorithm and delayed
         // ACKs add ~40 ms to small request/response exchanges (acks=all, replica fetches, Raft).
         let incoming = tonic::transport::server::TcpIncoming::from(socket).with_nodelay(Some(true));

@@ -1,13 +1,13 @@
 //! The broker's side of the group coordinator (`tributary-group`): [`ReplicaLog`], the
-//! coordinator's `__consumer_offsets` over the replica manager; the gRPC service
-//! ([`grpc`]); and the consumer-group lag metric ([`lag`]).
+//! coordinator's `__consumer_offsets` over the replica manager, and the consumer-group lag
+//! metric ([`lag`]). The group APIs are served through the service layer (`service/groups.rs`,
+//! `grpc/group.rs`).
 //!
 //! Architecture invariants:
 //! - The group rules live in `tributary-group`; this module only adapts: the log, the wire
 //!   types, the metrics.
 //! - Error codes cross between Kafka's `ErrorCode` and the gRPC API's by number.
 
-pub mod grpc;
 pub mod lag;
 mod log;
 

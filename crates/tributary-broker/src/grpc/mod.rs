@@ -4,14 +4,17 @@
 //! - `broker`: `tributary.broker.v1.Broker` (Metadata, Produce, Fetch, FetchStream,
 //!   InitProducerId, ListOffsets), one instance per listener.
 //! - `admin`: `tributary.coordinator.v1.Admin` as brokers serve it (forwarded).
+//! - `group`: `tributary.broker.v1.Group` (the group APIs), one instance per listener.
 //! - `replication`: `tributary.broker.v1.Replication` (followers' fetches).
 
 mod admin;
 mod broker;
+mod group;
 mod replication;
 
 pub use admin::AdminService;
 pub use broker::BrokerService;
+pub use group::GroupService;
 pub use replication::ReplicationService;
 
 use tonic::Status;

@@ -7,6 +7,7 @@
 //! - `fetch`: Fetch (one answer, or a stream), ListOffsets.
 //! - `replication`: a follower's fetch, OffsetsForLeaderEpoch.
 //! - `metadata`: the Metadata answer for the listener a request came in on.
+//! - `groups`: the group APIs, on `tributary-group`'s coordinator.
 //! - `admin`: admin calls forwarded to the coordinators, answered once this broker has applied
 //!   the change (read-your-writes).
 //!
@@ -16,6 +17,7 @@
 
 mod admin;
 mod fetch;
+mod groups;
 mod metadata;
 mod produce;
 mod replication;
@@ -23,6 +25,7 @@ mod replication;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::group::Coordinator;
 use crate::manager::ReplicaManager;
 
 pub use admin::AdminError;
@@ -43,15 +46,17 @@ pub struct NotReady(String);
 #[derive(Debug)]
 pub struct Service {
     manager: Arc<ReplicaManager>,
+    groups: Arc<Coordinator>,
     /// The block of producer ids this broker hands out: next, end (exclusive).
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
 
 impl Service {
-    /// The service over `manager`'s partitions.
-    pub fn new(manager: Arc<ReplicaManager>) -> Self {
+    /// The service over `manager`'s partitions and the group coordinator `groups`.
+    pub fn new(manager: Arc<ReplicaManager>, groups: Arc<Coordinator>) -> Self {
         Self {
             manager,
+            groups,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
         }
     }

@@ -1,5 +1,5 @@
-//! `tributary.broker.v1.Group`: the gRPC face of the [`GroupCoordinator`], one per listener.
-//! It only translates: gRPC messages to the coordinator's types and back.
+//! `tributary.broker.v1.Group`: translation between the gRPC messages and the group APIs of
+//! the service layer (`tributary-group`'s types), one instance per listener.
 
 use std::sync::Arc;
 
@@ -7,34 +7,22 @@ use tonic::{Request, Response, Status};
 use tributary_group::{GroupError, api};
 use tributary_proto::broker::v1 as pb;
 use tributary_proto::broker::v1::group_server::Group;
-use tributary_proto::common::v1::{Error as PbError, ErrorCode};
+use tributary_proto::common::v1::Error as PbError;
 
-use super::{GroupCoordinator, proto_code};
+use crate::group::proto_code;
+use crate::service::Service;
 
 /// The group service on one listener (FindCoordinator answers with addresses on it).
 #[derive(Debug, Clone)]
 pub struct GroupService {
-    coordinator: Arc<GroupCoordinator>,
+    service: Arc<Service>,
     listener: Arc<str>,
 }
 
 impl GroupService {
-    /// The service of `coordinator` on `listener`.
-    pub fn new(coordinator: Arc<GroupCoordinator>, listener: Arc<str>) -> Self {
-        Self {
-            coordinator,
-            listener,
-        }
-    }
-
-    fn ready(&self) -> Result<(), Status> {
-        if self.coordinator.manager().session().is_ready() {
-            Ok(())
-        } else {
-            Err(Status::unavailable(
-                "the broker is starting: recovering logs and catching up with the metadata",
-            ))
-        }
+    /// The group service for clients on `listener`.
+    pub fn new(service: Arc<Service>, listener: Arc<str>) -> Self {
+        Self { service, listener }
     }
 }
 
@@ -364,40 +352,20 @@ impl Group for GroupService {
         &self,
         request: Request<pb::FindCoordinatorRequest>,
     ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
-        self.ready()?;
         let req = request.into_inner();
-        let found = self
-            .coordinator
-            .coordinator()
-            .find_coordinator(&api::FindCoordinatorRequest {
+        let found = self.service.find_coordinator(
+            &api::FindCoordinatorRequest {
                 key: req.key.clone(),
                 key_type: req.key_type,
-            });
+            },
+            &self.listener,
+        )?;
         let response = match found {
-            Ok(id) => {
-                let address =
-                    self.coordinator.manager().metadata().read(|image| {
-                        crate::listeners::advertised_address(image, id, &self.listener)
-                    });
-                match address {
-                    Some(address) => pb::FindCoordinatorResponse {
-                        error: None,
-                        node_id: id,
-                        address,
-                    },
-                    None => pb::FindCoordinatorResponse {
-                        error: Some(PbError::new(
-                            ErrorCode::CoordinatorNotAvailable,
-                            format!(
-                                "broker {id} coordinates group `{}` but has no address on listener {}",
-                                req.key, self.listener
-                            ),
-                        )),
-                        node_id: -1,
-                        address: String::new(),
-                    },
-                }
-            }
+            Ok((node_id, address)) => pb::FindCoordinatorResponse {
+                error: None,
+                node_id,
+                address,
+            },
             Err(error) => pb::FindCoordinatorResponse {
                 error: Some(pb_error(error)),
                 node_id: -1,
@@ -411,13 +379,11 @@ impl Group for GroupService {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
-        self.ready()?;
         let host = client_host(&request);
         let response = self
-            .coordinator
-            .coordinator()
+            .service
             .join_group(join_request(request.into_inner()), host)
-            .await;
+            .await?;
         Ok(Response::new(join_response(response).filled()))
     }
 
@@ -425,12 +391,10 @@ impl Group for GroupService {
         &self,
         request: Request<pb::SyncGroupRequest>,
     ) -> Result<Response<pb::SyncGroupResponse>, Status> {
-        self.ready()?;
         let response = self
-            .coordinator
-            .coordinator()
+            .service
             .sync_group(sync_request(request.into_inner()))
-            .await;
+            .await?;
         Ok(Response::new(sync_response(response).filled()))
     }
 
@@ -438,12 +402,10 @@ impl Group for GroupService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        self.ready()?;
         let response = self
-            .coordinator
-            .coordinator()
+            .service
             .heartbeat(heartbeat_request(request.into_inner()))
-            .await;
+            .await?;
         Ok(Response::new(
             pb::HeartbeatResponse {
                 error: pb_err(response.error),
@@ -456,11 +418,9 @@ impl Group for GroupService {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
-        self.ready()?;
         let response = self
-            .coordinator
-            .coordinator()
-            .leave_group(leave_request(request.into_inner()));
+            .service
+            .leave_group(leave_request(request.into_inner()))?;
         Ok(Response::new(leave_response(response).filled()))
     }
 
@@ -468,12 +428,10 @@ impl Group for GroupService {
         &self,
         request: Request<pb::OffsetCommitRequest>,
     ) -> Result<Response<pb::OffsetCommitResponse>, Status> {
-        self.ready()?;
         let response = self
-            .coordinator
-            .coordinator()
+            .service
             .offset_commit(commit_request(request.into_inner()))
-            .await;
+            .await?;
         Ok(Response::new(commit_response(response).filled()))
     }
 
@@ -481,11 +439,9 @@ impl Group for GroupService {
         &self,
         request: Request<pb::OffsetFetchRequest>,
     ) -> Result<Response<pb::OffsetFetchResponse>, Status> {
-        self.ready()?;
         let response = self
-            .coordinator
-            .coordinator()
-            .offset_fetch(fetch_request(request.into_inner()));
+            .service
+            .offset_fetch(fetch_request(request.into_inner()))?;
         Ok(Response::new(fetch_response(response).filled()))
     }
 
@@ -493,14 +449,10 @@ impl Group for GroupService {
         &self,
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        self.ready()?;
         let req = request.into_inner();
-        let response = self
-            .coordinator
-            .coordinator()
-            .list_groups(api::ListGroupsRequest {
-                states_filter: req.states_filter,
-            });
+        let response = self.service.list_groups(api::ListGroupsRequest {
+            states_filter: req.states_filter,
+        })?;
         Ok(Response::new(list_response(response).filled()))
     }
 
@@ -508,12 +460,10 @@ impl Group for GroupService {
         &self,
         request: Request<pb::DescribeGroupsRequest>,
     ) -> Result<Response<pb::DescribeGroupsResponse>, Status> {
-        self.ready()?;
         let req = request.into_inner();
         let response = self
-            .coordinator
-            .coordinator()
-            .describe_groups(api::DescribeGroupsRequest { groups: req.groups });
+            .service
+            .describe_groups(api::DescribeGroupsRequest { groups: req.groups })?;
         Ok(Response::new(describe_response(response).filled()))
     }
 
@@ -521,13 +471,11 @@ impl Group for GroupService {
         &self,
         request: Request<pb::DeleteGroupsRequest>,
     ) -> Result<Response<pb::DeleteGroupsResponse>, Status> {
-        self.ready()?;
         let req = request.into_inner();
         let response = self
-            .coordinator
-            .coordinator()
+            .service
             .delete_groups(api::DeleteGroupsRequest { groups: req.groups })
-            .await;
+            .await?;
         Ok(Response::new(delete_response(response).filled()))
     }
 }
