@@ -6,6 +6,7 @@
 mod cluster;
 mod deploy;
 mod docker;
+mod layering;
 
 use std::process::{Command, ExitCode};
 
@@ -30,6 +31,9 @@ tasks:
                      seeded nemesis injects faults, then the checker (lost, duplicated,
                      reordered, inconsistent, skipped, diverged replicas, metadata, group
                      ownership, time to heal); summary and history in target/chaos/<seed>/
+  layering           the house rules (also part of `test`'s lint step): no two top-level
+                     modules of a crate refer to each other, directly or in a circle; no .rs
+                     file has more than 1,000 lines before its first #[cfg(test)]
 ";
 
 /// The help text: the tasks above, the cluster tasks, `help`.
@@ -65,6 +69,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "docker-build" => docker::docker_build(rest, &workspace_root()),
         "compose-test" => docker::compose_test(rest, &workspace_root()),
         "deploy-check" => deploy_check(rest),
+        "layering" => layering::check(&workspace_root()),
         "help" | "--help" | "-h" => {
             print!("{}", help());
             Ok(())
@@ -73,7 +78,7 @@ fn run(args: Vec<String>) -> Result<()> {
     }
 }
 
-/// `cargo xtask test`: rustfmt and clippy (unless `--no-lint`), `cargo build --workspace
+/// `cargo xtask test`: rustfmt, the layering rules and clippy (unless `--no-lint`), `cargo build --workspace
 /// --bins`, `cargo test --workspace --all-targets`, the doctests, then `deploy-check` and
 /// `compose-test` (unless `--no-docker`; skipped with a message where no Docker engine runs).
 ///
@@ -96,6 +101,7 @@ fn test(args: &[String]) -> Result<()> {
     }
     if lint {
         cargo(&["fmt", "--all", "--", "--check"])?;
+        layering::check(&workspace_root())?;
         cargo(&[
             "clippy",
             "--workspace",

@@ -1,6 +1,8 @@
-//! The broker's request and response types beneath every protocol: the gRPC service translates
-//! to and from these, and a Kafka-wire-protocol listener will too, so produce, fetch and offsets
-//! have one implementation.
+//! The broker's request and response types beneath every protocol: plain Rust types with
+//! Kafka's error codes. The gRPC services translate to and from these, and a Kafka-wire-protocol
+//! listener will too, so every request has one implementation (the `service` layer).
+//!
+//! Invariant: this module depends on no other module of the crate.
 
 use std::time::Duration;
 
@@ -40,8 +42,6 @@ pub struct LeaderHint {
     pub leader: Option<BrokerId>,
     /// Its leader epoch.
     pub leader_epoch: i32,
-    /// Its advertised address, if known.
-    pub address: Option<String>,
 }
 
 /// A per-partition error: Kafka's code, a message naming the problem, and where to go instead.
@@ -221,4 +221,116 @@ pub struct FoundOffset {
     pub timestamp: i64,
     /// The leader epoch of the answering leader.
     pub leader_epoch: i32,
+}
+
+/// One partition of a follower's fetch.
+#[derive(Debug, Clone)]
+pub struct ReplicaFetchPartition {
+    /// Which partition.
+    pub tp: TopicPartition,
+    /// The follower's log end offset.
+    pub offset: i64,
+    /// The leader epoch it follows.
+    pub leader_epoch: i32,
+    /// Byte bound for this partition.
+    pub max_bytes: usize,
+}
+
+/// A follower's fetch (Kafka's Fetch with a replica id).
+#[derive(Debug, Clone)]
+pub struct ReplicaFetchRequest {
+    /// The fetching follower.
+    pub replica: BrokerId,
+    /// Its registration epoch (a fetch from an older incarnation is refused).
+    pub broker_epoch: u64,
+    /// Longest wait for `min_bytes`.
+    pub max_wait: Duration,
+    /// Answer as soon as this much data is there.
+    pub min_bytes: usize,
+    /// Bound on the whole response.
+    pub max_bytes: usize,
+    /// Partitions and the follower's positions.
+    pub partitions: Vec<ReplicaFetchPartition>,
+}
+
+/// One partition of an OffsetsForLeaderEpoch request (KIP-101/279).
+#[derive(Debug, Clone)]
+pub struct EpochQuery {
+    /// Which partition.
+    pub tp: TopicPartition,
+    /// The leader epoch the asker knows (-1: do not check).
+    pub current_leader_epoch: i32,
+    /// The epoch whose end offset is asked.
+    pub leader_epoch: i32,
+}
+
+/// A Metadata request.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataRequest {
+    /// The topics wanted (`None`: every topic).
+    pub topics: Option<Vec<String>>,
+    /// Whether a missing topic may be created (if the broker allows it).
+    pub allow_auto_topic_creation: bool,
+    /// Answer only once this broker's partitions reflect this metadata offset (bounded wait).
+    pub min_metadata_offset: u64,
+}
+
+/// A broker as a Metadata answer shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    /// Its id.
+    pub id: BrokerId,
+    /// Its address on the listener the request came in on (`None`: it has no such listener).
+    pub address: Option<String>,
+    /// Its rack.
+    pub rack: Option<String>,
+    /// `RUNNING`, `FENCED` or `CONTROLLED_SHUTDOWN`.
+    pub state: &'static str,
+}
+
+/// A partition as a Metadata answer shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    /// Its index.
+    pub partition: i32,
+    /// LEADER_NOT_AVAILABLE when it has no leader.
+    pub error: Option<PartitionError>,
+    /// The leader, if any.
+    pub leader: Option<BrokerId>,
+    /// The leader epoch.
+    pub leader_epoch: i32,
+    /// Every replica.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+    /// Replicas on fenced brokers.
+    pub offline_replicas: Vec<BrokerId>,
+}
+
+/// A topic as a Metadata answer shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// Its name.
+    pub name: String,
+    /// Why it is not described (unknown, being created), if so.
+    pub error: Option<PartitionError>,
+    /// Its id (`None` with an error).
+    pub topic_id: Option<uuid::Uuid>,
+    /// Its partitions, by index.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// The answer to a Metadata request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMetadata {
+    /// Every registered broker.
+    pub brokers: Vec<BrokerEndpoint>,
+    /// The cluster id, once known.
+    pub cluster_id: Option<String>,
+    /// The active controller's node id, if any.
+    pub controller_id: Option<i64>,
+    /// The topics asked for.
+    pub topics: Vec<TopicMetadata>,
+    /// The metadata offset the answer reflects.
+    pub metadata_offset: u64,
 }

@@ -369,6 +369,28 @@ impl BrokerConfig {
         self.listeners.iter().find(|l| l.name == name)
     }
 
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> tributary_group::GroupConfig {
+        tributary_group::GroupConfig {
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
+            offsets_topic_replication_factor: self.offsets_topic_replication_factor,
+            offsets_commit_timeout: Duration::from_millis(self.offsets_commit_timeout_ms),
+            offsets_retention: match self.offsets_retention_ms {
+                Some(ms) => Duration::from_millis(ms),
+                None => Duration::from_secs(self.offsets_retention_minutes.saturating_mul(60)),
+            },
+            offsets_retention_check_interval: Duration::from_millis(
+                self.offsets_retention_check_interval_ms,
+            ),
+            group_initial_rebalance_delay: Duration::from_millis(
+                self.group_initial_rebalance_delay_ms,
+            ),
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms,
+            group_max_size: usize::try_from(self.group_max_size).unwrap_or(usize::MAX),
+        }
+    }
+
     /// `broker.session.timeout.ms`.
     pub fn session_timeout(&self) -> Duration {
         Duration::from_millis(self.broker_session_timeout_ms)

@@ -21,6 +21,7 @@ pub mod coordinators;
 pub mod dirs;
 pub mod group;
 pub mod grpc;
+pub mod isr;
 pub mod lifecycle;
 pub mod listeners;
 pub mod manager;
@@ -29,6 +30,9 @@ pub mod metrics;
 pub mod partition;
 pub mod producers;
 pub mod replication;
+pub mod service;
+pub mod session;
+pub mod topic_config;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +83,11 @@ async fn serve(
         metadata.clone(),
         coordinators.clone(),
     )?);
-    let groups = group::GroupCoordinator::new(manager.clone(), group_config(&config));
+    let groups = group::GroupCoordinator::new(manager.clone(), config.group_config());
+    let service = Arc::new(service::Service::new(
+        manager.clone(),
+        groups.coordinator().clone(),
+    ));
     // Every listener is bound first, so a taken port fails the start at once.
     let mut sockets = Vec::new();
     for l in &config.listeners {
@@ -97,19 +105,17 @@ async fn serve(
     for (name, socket) in sockets {
         let listener: Arc<str> = name.into();
         let broker_service =
-            BrokerServer::new(grpc::BrokerService(manager.clone(), listener.clone()))
+            BrokerServer::new(grpc::BrokerService::new(service.clone(), listener.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let admin_service = AdminServer::new(grpc::AdminService(manager.clone()))
+        let admin_service = AdminServer::new(grpc::AdminService(service.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let replication_service = ReplicationServer::new(grpc::ReplicationService(manager.clone()))
+        let replication_service = ReplicationServer::new(grpc::ReplicationService(service.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let group_service = GroupServer::new(group::grpc::GroupService::new(
-            groups.clone(),
-            listener.clone(),
-        ));
+        let group_service =
+            GroupServer::new(grpc::GroupService::new(service.clone(), listener.clone()));
         let router = tributary_node::serve::builder(MAX_FRAME_SIZE)
             .add_service(health_service.clone())
             .add_service(broker_service)
@@ -130,7 +136,7 @@ async fn serve(
 
     let (scraped, scraped_groups) = (manager.clone(), groups.clone());
     let metrics_server = tributary_node::metrics::spawn(config.metrics_listen, move || {
-        metrics::render(&scraped, &scraped_groups)
+        metrics::render(&scrape(&scraped, &scraped_groups))
     })
     .await?;
     let follower = crate::spawn(metadata::follow(metadata.clone(), coordinators.clone()));
@@ -199,25 +205,48 @@ async fn serve(
     Ok(())
 }
 
-/// The group coordinator's settings, from the broker's.
-fn group_config(config: &BrokerConfig) -> group::GroupConfig {
-    group::GroupConfig {
-        offsets_topic_num_partitions: config.offsets_topic_num_partitions,
-        offsets_topic_replication_factor: config.offsets_topic_replication_factor,
-        offsets_commit_timeout: Duration::from_millis(config.offsets_commit_timeout_ms),
-        offsets_retention: match config.offsets_retention_ms {
-            Some(ms) => Duration::from_millis(ms),
-            None => Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
-        },
-        offsets_retention_check_interval: Duration::from_millis(
-            config.offsets_retention_check_interval_ms,
-        ),
-        group_initial_rebalance_delay: Duration::from_millis(
-            config.group_initial_rebalance_delay_ms,
-        ),
-        group_min_session_timeout_ms: config.group_min_session_timeout_ms,
-        group_max_session_timeout_ms: config.group_max_session_timeout_ms,
-        group_max_size: usize::try_from(config.group_max_size).unwrap_or(usize::MAX),
+/// What `GET /metrics` reports of the broker's state right now.
+fn scrape(manager: &ReplicaManager, groups: &group::GroupCoordinator) -> metrics::Scrape {
+    let me = manager.broker_id();
+    let mut partitions: Vec<metrics::PartitionSample> = manager
+        .partitions()
+        .iter()
+        .map(|p| {
+            let role = p.role();
+            let led_here = role.leader == Some(me);
+            metrics::PartitionSample {
+                tp: p.tp.clone(),
+                log_end_offset: p.log().log_end_offset(),
+                high_watermark: p.high_watermark(),
+                led_here,
+                under_replicated: led_here && role.isr.len() < role.replicas.len(),
+            }
+        })
+        .collect();
+    partitions.sort_by(|a, b| a.tp.cmp(&b.tp));
+    let (offline_partitions, metadata_offset, running) = manager.metadata().read(|image| {
+        let offline = image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader.is_none())
+            .count();
+        let running = image
+            .brokers
+            .get(&me)
+            .is_some_and(|b| b.state == tributary_metadata::BrokerState::Running);
+        (offline, image.offset, running)
+    });
+    metrics::Scrape {
+        partitions,
+        offline_partitions,
+        metadata_offset,
+        running,
+        group_lag: groups
+            .lag()
+            .into_iter()
+            .map(|s| (s.group, s.tp, s.lag))
+            .collect(),
     }
 }
 
@@ -279,7 +308,7 @@ async fn start_serving(
     crate::spawn_blocking(move || reconciler.reconcile())
         .await
         .context("reconciling logs")??;
-    manager.set_ready();
+    manager.session().set_ready();
     tracing::info!(
         partitions = manager.partitions().len(),
         metadata_offset = manager.metadata().offset(),
@@ -317,7 +346,7 @@ async fn shrink_isrs(manager: Arc<ReplicaManager>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        manager.shrink_isrs(lag);
+        isr::shrink_isrs(&manager, lag);
     }
 }
 
@@ -397,10 +426,12 @@ async fn report_health(
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
         ticker.tick().await;
-        let session = manager.session_timeout();
-        let now = manager.is_ready()
-            && manager.is_running_in_image()
-            && manager.since_heartbeat().is_some_and(|d| d <= session);
+        let session = manager.session();
+        let now = session.is_ready()
+            && session.is_running_in_image()
+            && session
+                .since_heartbeat()
+                .is_some_and(|d| d <= session.session_timeout());
         if now != serving {
             serving = now;
             tracing::info!(serving, "health");

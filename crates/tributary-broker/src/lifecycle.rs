@@ -91,7 +91,7 @@ impl Lifecycle {
         };
         let mut backoff = Duration::from_millis(100);
         loop {
-            let sent = self.manager.heartbeat_sent();
+            let sent = self.manager.session().heartbeat_sent();
             let (i, channel) = self.manager.coordinators().pick();
             let mut call = tonic::Request::new(request.clone());
             call.set_timeout(Duration::from_secs(10));
@@ -107,8 +107,10 @@ impl Lifecycle {
                         .map_or(ErrorCode::None, |e| e.error_code());
                     if code == ErrorCode::None {
                         self.epoch.store(response.broker_epoch, Ordering::Release);
-                        self.manager.set_broker_epoch(response.broker_epoch);
-                        self.manager.heartbeat_acknowledged(sent);
+                        self.manager
+                            .session()
+                            .set_broker_epoch(response.broker_epoch);
+                        self.manager.session().heartbeat_acknowledged(sent);
                         self.take_session_timeout(response.session_timeout_ms);
                         self.registered.send_replace(Some(response.metadata_offset));
                         tracing::info!(epoch = response.broker_epoch, metadata_offset = response.metadata_offset, incarnation = %self.incarnation, "registered with the coordinators");
@@ -127,7 +129,7 @@ impl Lifecycle {
     }
 
     async fn heartbeat(&self, timeout: Duration) {
-        let metadata_offset = if self.manager.is_ready() {
+        let metadata_offset = if self.manager.session().is_ready() {
             self.manager.metadata().offset()
         } else {
             0
@@ -138,7 +140,7 @@ impl Lifecycle {
             metadata_offset,
             want_shutdown: self.want_shutdown.load(Ordering::Acquire),
         };
-        let sent = self.manager.heartbeat_sent();
+        let sent = self.manager.session().heartbeat_sent();
         let (i, channel) = self.manager.coordinators().pick();
         let timeout = timeout.max(Duration::from_millis(500));
         let mut call = tonic::Request::new(request);
@@ -165,7 +167,7 @@ impl Lifecycle {
                     .map_or(ErrorCode::None, |e| e.error_code())
                 {
                     ErrorCode::None => {
-                        self.manager.heartbeat_acknowledged(sent);
+                        self.manager.session().heartbeat_acknowledged(sent);
                         self.take_session_timeout(response.session_timeout_ms);
                         if response.shutdown_ready {
                             self.shutdown_ready.send_replace(true);
@@ -187,9 +189,9 @@ impl Lifecycle {
     }
 
     fn take_session_timeout(&self, ms: u64) {
-        if self.manager.controller_session_timeout(ms) {
+        if self.manager.session().controller_session_timeout(ms) {
             tracing::info!(
-                session_timeout_ms = self.manager.session_timeout().as_millis() as u64,
+                session_timeout_ms = self.manager.session().session_timeout().as_millis() as u64,
                 controller_ms = ms,
                 configured_ms = self.manager.config().broker_session_timeout_ms,
                 "fencing itself after the controller's session timeout (the shorter of it and this broker's)"
@@ -200,8 +202,8 @@ impl Lifecycle {
     /// Logs when the broker's heartbeats stop being acknowledged for the session timeout (it
     /// stops leading: `ReplicaManager::self_fence`) and when they are again.
     fn note_cut_off(&self) {
-        let session = self.manager.session_timeout();
-        let since = self.manager.since_heartbeat();
+        let session = self.manager.session().session_timeout();
+        let since = self.manager.session().since_heartbeat();
         let cut_off = since.is_some_and(|s| s > session);
         let was = self.cut_off.swap(cut_off, Ordering::AcqRel);
         if cut_off && !was {

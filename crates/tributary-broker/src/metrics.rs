@@ -4,12 +4,10 @@
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use tributary_metadata::BrokerState;
 use tributary_node::metrics::{Counter, Exposition, FastCounter, Histogram, process_metrics};
 use tributary_proto::common::v1::ErrorCode;
 
-use crate::group::GroupCoordinator;
-use crate::manager::ReplicaManager;
+use crate::api::TopicPartition;
 
 /// Process-wide broker metrics.
 #[derive(Debug, Default)]
@@ -76,8 +74,39 @@ pub fn names() -> Vec<String> {
     tributary_node::metrics::series_names(&FAMILIES, &HISTOGRAMS)
 }
 
+/// One hosted partition at scrape time.
+#[derive(Debug, Clone)]
+pub struct PartitionSample {
+    /// Which partition.
+    pub tp: TopicPartition,
+    /// Its log end offset.
+    pub log_end_offset: i64,
+    /// Its high watermark.
+    pub high_watermark: i64,
+    /// Whether this broker leads it.
+    pub led_here: bool,
+    /// Led here with an ISR smaller than its replica set.
+    pub under_replicated: bool,
+}
+
+/// What a scrape reads of the broker's state (gathered by the caller, so this module depends
+/// on no other part of the broker).
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// The hosted partitions, sorted.
+    pub partitions: Vec<PartitionSample>,
+    /// Partitions in the cluster without a leader.
+    pub offline_partitions: usize,
+    /// The metadata offset applied.
+    pub metadata_offset: u64,
+    /// Whether the image shows this broker registered and unfenced.
+    pub running: bool,
+    /// Consumer-group lag: group, partition, records behind.
+    pub group_lag: Vec<(String, TopicPartition, i64)>,
+}
+
 /// The text of `GET /metrics`.
-pub fn render(manager: &ReplicaManager, groups: &GroupCoordinator) -> String {
+pub fn render(scrape: &Scrape) -> String {
     let m = &*METRICS;
     let mut out = Exposition::default();
     m.requests.render(
@@ -138,21 +167,18 @@ pub fn render(manager: &ReplicaManager, groups: &GroupCoordinator) -> String {
         m.truncated_records.get() as f64,
     );
 
-    let me = manager.broker_id();
-    let mut partitions = manager.partitions();
-    partitions.sort_by(|a, b| a.tp.cmp(&b.tp));
-    let mut under_replicated = 0;
+    let partitions = &scrape.partitions;
     out.header(
         "tributary_partition_log_end_offset",
         "Log end offset of each hosted partition.",
         "gauge",
     );
-    for p in &partitions {
+    for p in partitions {
         let part = p.tp.partition.to_string();
         out.sample(
             "tributary_partition_log_end_offset",
             &[("topic", &p.tp.topic), ("partition", &part)],
-            p.log().log_end_offset() as f64,
+            p.log_end_offset as f64,
         );
     }
     out.header(
@@ -160,63 +186,43 @@ pub fn render(manager: &ReplicaManager, groups: &GroupCoordinator) -> String {
         "High watermark of each hosted partition.",
         "gauge",
     );
-    for p in &partitions {
+    for p in partitions {
         let part = p.tp.partition.to_string();
         out.sample(
             "tributary_partition_high_watermark",
             &[("topic", &p.tp.topic), ("partition", &part)],
-            p.high_watermark() as f64,
+            p.high_watermark as f64,
         );
-        let role = p.role();
-        if role.leader == Some(me) && role.isr.len() < role.replicas.len() {
-            under_replicated += 1;
-        }
     }
     out.gauge(
         "tributary_under_replicated_partitions",
         "Partitions led here whose ISR is smaller than their replica set.",
         &[],
-        under_replicated as f64,
+        partitions.iter().filter(|p| p.under_replicated).count() as f64,
     );
     out.gauge(
         "tributary_leader_partitions",
         "Partitions led here.",
         &[],
-        partitions
-            .iter()
-            .filter(|p| p.role().leader == Some(me))
-            .count() as f64,
+        partitions.iter().filter(|p| p.led_here).count() as f64,
     );
-    let (offline, metadata_offset, running) = manager.metadata().read(|image| {
-        let offline = image
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.iter())
-            .filter(|p| p.leader.is_none())
-            .count();
-        let running = image
-            .brokers
-            .get(&me)
-            .is_some_and(|b| b.state == BrokerState::Running);
-        (offline, image.offset, running)
-    });
     out.gauge(
         "tributary_offline_partitions",
         "Partitions in the cluster without a leader (as this broker's metadata shows).",
         &[],
-        offline as f64,
+        scrape.offline_partitions as f64,
     );
     out.gauge(
         "tributary_metadata_offset",
         "Metadata offset applied.",
         &[],
-        metadata_offset as f64,
+        scrape.metadata_offset as f64,
     );
     out.gauge(
         "tributary_broker_running",
         "1 when the metadata shows this broker registered and unfenced.",
         &[],
-        if running { 1.0 } else { 0.0 },
+        if scrape.running { 1.0 } else { 0.0 },
     );
     out.header(
         "tributary_consumer_group_lag",
@@ -224,16 +230,12 @@ pub fn render(manager: &ReplicaManager, groups: &GroupCoordinator) -> String {
          the groups this broker coordinates (refreshed every 5 s).",
         "gauge",
     );
-    for sample in groups.lag() {
-        let part = sample.tp.partition.to_string();
+    for (group, tp, lag) in &scrape.group_lag {
+        let part = tp.partition.to_string();
         out.sample(
             "tributary_consumer_group_lag",
-            &[
-                ("group", &sample.group),
-                ("topic", &sample.tp.topic),
-                ("partition", &part),
-            ],
-            sample.lag as f64,
+            &[("group", group), ("topic", &tp.topic), ("partition", &part)],
+            *lag as f64,
         );
     }
     process_metrics(&mut out);

@@ -7,18 +7,19 @@
 //! backwards while leading.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tributary_metadata::{BrokerId, PartitionState};
 use tributary_proto::common::v1::ErrorCode;
-use tributary_storage::{AppendInfo, EpochEndOffset, Log, LogConfig, StorageError};
+use tributary_storage::{AppendInfo, EpochEndOffset, Log, StorageError};
 use uuid::Uuid;
 
 use crate::api::{FetchedPartition, FoundOffset, Isolation, PartitionError, TopicPartition};
 use crate::producers::{BATCHES_KEPT, ProducerState, Verdict};
+use crate::topic_config::TopicConfig;
 
 /// How many of the log's last batches a broker taking over as leader checks against its
 /// producer state.
@@ -71,6 +72,8 @@ pub struct Partition {
     epoch_start_offset: AtomicI64,
     /// Idempotent producers' recent batches (leader and followers alike).
     producers: Mutex<ProducerState>,
+    /// The topic's `min.insync.replicas` (see [`TopicConfig`]).
+    min_insync_replicas: AtomicUsize,
     /// Bumped whenever a high watermark advances or a leader appends, to wake long-polling
     /// fetches (consumers and followers) and acks=all producers.
     data_version: Arc<watch::Sender<u64>>,
@@ -126,6 +129,7 @@ impl Partition {
             followers: Mutex::new(HashMap::new()),
             pending_isr: Mutex::new(None),
             epoch_start_offset: AtomicI64::new(0),
+            min_insync_replicas: AtomicUsize::new(1),
             data_version,
         }
     }
@@ -315,12 +319,19 @@ impl Partition {
         self.high_watermark.store(hw, Ordering::Release);
     }
 
-    /// Replaces the log's configuration (topic configs altered).
-    pub fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
-        if self.log.config() != config {
-            self.log.set_config(config)?;
+    /// Takes the topic's configs (at creation and whenever they are altered).
+    pub fn set_config(&self, config: TopicConfig) -> Result<(), StorageError> {
+        self.min_insync_replicas
+            .store(config.min_insync_replicas, Ordering::Release);
+        if self.log.config() != config.log {
+            self.log.set_config(config.log)?;
         }
         Ok(())
+    }
+
+    /// The topic's `min.insync.replicas`.
+    pub fn min_insync_replicas(&self) -> usize {
+        self.min_insync_replicas.load(Ordering::Acquire)
     }
 
     /// Moves the high watermark to the smallest log end offset in the ISR, never backwards.
@@ -912,7 +923,7 @@ pub fn storage_error(tp: &TopicPartition, err: StorageError) -> PartitionError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_storage::LogResources;
+    use tributary_storage::{LogConfig, LogResources};
 
     fn batch(values: &[&str]) -> bytes::Bytes {
         let mut builder = tributary_record::BatchBuilder::new(1_000);

@@ -1,7 +1,7 @@
 //! The follower side of replication: one fetcher per leader broker, carrying every partition
 //! this broker follows from that leader over one stream, behind a transport trait (gRPC today).
 //! The follower's reaction to each answer is a plain function ([`on_epoch_end`],
-//! [`on_fetched`]) that the deterministic replication simulation (`tests/replication_sim.rs`)
+//! [`on_fetched`]) that the deterministic replication simulation (`tests/replication_sim/`)
 //! drives directly.
 //!
 //! A partition that starts following a leader epoch first asks the leader where its own latest
@@ -413,7 +413,7 @@ async fn run(
         }
         let request = pb::ReplicaFetchRequest {
             replica_id: manager.broker_id(),
-            broker_epoch: manager.broker_epoch(),
+            broker_epoch: manager.session().broker_epoch(),
             max_wait_ms: config.replica_fetch_wait_max_ms as u32,
             min_bytes: 1,
             max_bytes: config.replica_fetch_response_max_bytes,
@@ -517,7 +517,7 @@ fn mark(fetcher: &Fetcher, tp: &TopicPartition, epoch: i32, step: FollowStep) {
 }
 
 /// What a follower does next with one partition, after the leader answered about it. The
-/// fetcher task (over gRPC) and the replication simulation (tests/replication_sim.rs) both
+/// fetcher task (over gRPC) and the replication simulation (tests/replication_sim/) both
 /// drive followers through [`on_epoch_end`] and [`on_fetched`], so the simulation tests the
 /// follower's real decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,27 +29,5 @@ pub use partitioner::{DefaultPartitioner, Partitioner};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
 pub use tributary_proto::common::v1::ErrorCode;
 
-/// A topic and partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// Topic name.
-    pub topic: String,
-    /// Partition index.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// `topic`, `partition`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
+/// A topic and partition (shared with the broker through `tributary-kafka`).
+pub use tributary_kafka::TopicPartition;

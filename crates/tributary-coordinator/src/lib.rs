@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller;
 pub mod coordinator;
 pub mod metrics;
+pub mod scrape;
 pub mod service;
 pub mod state;
 
@@ -102,7 +103,7 @@ async fn serve(
 
     let scraped = coordinator.clone();
     let metrics_server =
-        tributary_node::metrics::spawn(config.metrics_listen, move || metrics::render(&scraped))
+        tributary_node::metrics::spawn(config.metrics_listen, move || scrape::render(&scraped))
             .await?;
     let controller = tokio::spawn(tracing::Instrument::in_current_span(controller::run(
         coordinator.clone(),

@@ -26,7 +26,7 @@ impl tributary_node::cli::Node for Coordinator {
     }
 
     fn metric_names() -> Vec<String> {
-        tributary_coordinator::metrics::names()
+        tributary_coordinator::scrape::names()
     }
 
     fn run<S>(config: CoordinatorConfig, shutdown: S) -> impl Future<Output = anyhow::Result<()>>

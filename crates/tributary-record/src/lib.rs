@@ -5,8 +5,10 @@
 //! receives. This crate parses and validates those bytes ([`BatchHeader`], [`verify_batch`],
 //! [`Batches`]), patches the few header fields a leader owns ([`set_base_offset`],
 //! [`set_partition_leader_epoch`], [`set_log_append_time`]), builds new batches
-//! ([`BatchBuilder`]) and decodes their records ([`decode_records`]). The records section may be
-//! compressed with Kafka's codecs (gzip, snappy, lz4, zstd; [`compression`]); the header never is.
+//! ([`BatchBuilder`]), decodes their records ([`decode_records`]) and rewrites a batch with a
+//! subset of its records for compaction ([`split_records`], [`rewrite_batch`], [`empty_batch`]).
+//! The records section may be compressed with Kafka's codecs (gzip, snappy, lz4, zstd;
+//! [`compression`]); the header never is.
 //!
 //! Layout of a v2 batch (all integers big-endian):
 //!
@@ -27,17 +29,29 @@
 //! | record count | 4 | yes |
 //! | records | … | yes |
 //!
-//! Architecture invariant: this crate knows nothing about files, networks or replication; it is
-//! pure functions over byte slices.
+//! Architecture invariants:
+//! - Pure functions over byte slices: no files, no network, no async, no replication.
+//! - The one crate that knows a batch's layout: field positions, attribute bits, varints, the
+//!   CRC's range. Other crates call it (the storage engine, the broker, the client) and never
+//!   re-encode the layout.
+//! - Parsing malformed bytes gives a [`RecordError`], never a panic; decompression is bounded
+//!   ([`DECOMPRESSED_RECORDS_BYTES_MAX`]), so no batch makes it allocate without limit.
+//! - A batch it builds or rewrites verifies with [`verify_batch`]; a rewrite keeps a batch's
+//!   offsets, producer fields and codec.
+//! - No two top-level modules refer to each other, directly or in a circle.
 
 mod builder;
 pub mod compression;
 mod record;
+mod rewrite;
 pub mod varint;
 
 pub use builder::BatchBuilder;
 pub use record::{
     Header, Record, decode_records, decode_records_with_limit, decode_verified_records,
+};
+pub use rewrite::{
+    RecordSpan, RewriteBuffers, empty_batch, records_section, rewrite_batch, split_records,
 };
 
 /// The only record batch format Tributary accepts.
@@ -85,6 +99,8 @@ const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
+/// KIP-534: the base timestamp field holds the batch's delete horizon (set by compaction).
+const DELETE_HORIZON_BIT: i16 = 0x40;
 
 /// What can be wrong with the bytes of a record batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -323,6 +339,17 @@ impl BatchHeader {
     /// A control batch (transaction markers), not user records.
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
+    }
+
+    /// Compaction stamped the batch with a delete horizon (KIP-534, attributes bit 6).
+    pub fn has_delete_horizon(&self) -> bool {
+        self.attributes & DELETE_HORIZON_BIT != 0
+    }
+
+    /// The delete horizon (in the base timestamp field) if the batch has one: its tombstones
+    /// may go once this time has passed.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        self.has_delete_horizon().then_some(self.base_timestamp)
     }
 
     /// Checks the header fields a well-formed batch must agree on (counts, deltas, timestamps

@@ -23,7 +23,7 @@ pub(crate) struct SegmentFiles {
 }
 
 /// Bounded cache of open segment files. Create one per broker and pass it to every
-/// [`Log::open`](crate::Log::open).
+/// `Log::open` (through `LogResources`).
 #[derive(Debug)]
 pub struct FileCache {
     capacity: usize,

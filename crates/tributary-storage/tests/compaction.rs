@@ -292,7 +292,7 @@ fn tombstones_stay_for_delete_retention_after_the_first_clean_then_go() {
         .find(|b| verify_batch(b).unwrap().base_offset == 2)
         .unwrap();
     let header = verify_batch(tombstone_batch).unwrap();
-    assert_ne!(header.attributes & 0x40, 0, "delete horizon bit");
+    assert!(header.has_delete_horizon(), "delete horizon bit");
     assert_eq!(header.base_timestamp, now + 1_000);
     let decoded = decode_records(tombstone_batch).unwrap();
     assert_eq!(decoded[0].timestamp, T0);

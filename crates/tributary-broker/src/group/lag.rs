@@ -72,29 +72,13 @@ impl GroupCoordinator {
 
     /// (group, partition, committed offset) of every loaded group, sorted.
     fn committed_offsets(&self) -> Vec<(String, TopicPartition, i64)> {
-        let groups: Vec<_> = lock(&self.shards)
-            .values()
-            .filter(|s| s.loaded)
-            .flat_map(|s| s.groups.values().cloned())
-            .collect();
-        let mut out: Vec<_> = groups
-            .iter()
-            .flat_map(|g| {
-                let g = lock(g);
-                g.offsets
-                    .iter()
-                    .map(|((topic, partition), c)| {
-                        (
-                            g.id.clone(),
-                            TopicPartition::new(topic.clone(), *partition),
-                            c.value.offset,
-                        )
-                    })
-                    .collect::<Vec<_>>()
+        self.coordinator
+            .committed_offsets()
+            .into_iter()
+            .map(|(group, topic, partition, offset)| {
+                (group, TopicPartition::new(topic, partition), offset)
             })
-            .collect();
-        out.sort();
-        out
+            .collect()
     }
 
     /// The high watermark of each of `tps` whose leader answers.

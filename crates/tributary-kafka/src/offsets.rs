@@ -11,6 +11,9 @@
 
 use bytes::{BufMut, Bytes};
 
+/// The internal topic holding groups and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
 /// A record key of `__consumer_offsets`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -398,6 +401,79 @@ mod tests {
             decode_value(&gkey, &encode_group(&group)).unwrap(),
             Value::Group(group)
         );
+    }
+
+    /// The exact bytes the broker's hand encoder wrote before this crate existed: data already
+    /// in `__consumer_offsets` must replay unchanged.
+    #[test]
+    fn values_are_byte_for_byte_what_earlier_builds_wrote() {
+        let offset = OffsetValue {
+            offset: 0x0102_0304_0506_0708,
+            leader_epoch: 9,
+            metadata: "md".into(),
+            commit_timestamp: 1_700_000_000_000,
+        };
+        let mut expected = vec![0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 9, 0, 2, b'm', b'd'];
+        expected.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+        assert_eq!(encode_offset(&offset), expected);
+
+        let group = GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 2,
+            protocol: None,
+            leader: Some("l".into()),
+            current_state_timestamp: 5,
+            members: vec![StoredMember {
+                member_id: "l".into(),
+                group_instance_id: None,
+                client_id: "c".into(),
+                client_host: "/h".into(),
+                rebalance_timeout: 7,
+                session_timeout: 6,
+                subscription: Bytes::from_static(b"s"),
+                assignment: Bytes::new(),
+            }],
+        };
+        let mut expected = vec![0, 3, 0, 8];
+        expected.extend_from_slice(b"consumer");
+        expected.extend_from_slice(&[0, 0, 0, 2, 0xff, 0xff, 0, 1, b'l']);
+        expected.extend_from_slice(&5i64.to_be_bytes());
+        expected.extend_from_slice(&[0, 0, 0, 1, 0, 1, b'l', 0xff, 0xff, 0, 1, b'c', 0, 2]);
+        expected.extend_from_slice(b"/h");
+        expected.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 6, 0, 0, 0, 1, b's', 0, 0, 0, 0]);
+        assert_eq!(encode_group(&group), expected);
+        let key = Key::Group { group: "g".into() };
+        assert_eq!(encode_key(&key), [0, 2, 0, 1, b'g']);
+        assert_eq!(decode_value(&key, &expected).unwrap(), Value::Group(group));
+    }
+
+    /// Kafka's older value versions (written by Kafka itself) still read.
+    #[test]
+    fn older_value_versions_read() {
+        let key = Key::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        // OffsetCommitValue v1: offset, metadata, commit timestamp, expire timestamp.
+        let mut v1 = vec![0, 1];
+        v1.extend_from_slice(&42i64.to_be_bytes());
+        v1.extend_from_slice(&[0, 0]);
+        v1.extend_from_slice(&7i64.to_be_bytes());
+        v1.extend_from_slice(&8i64.to_be_bytes());
+        assert_eq!(
+            decode_value(&key, &v1).unwrap(),
+            Value::Offset(OffsetValue {
+                offset: 42,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 7,
+            })
+        );
+        assert!(matches!(
+            decode_key(&[0, 0, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 0]).unwrap(),
+            Key::Offset { .. }
+        ));
     }
 
     #[test]
