@@ -48,35 +48,9 @@ impl common::v1::ErrorCode {
     /// case the network damaged the batch; over gRPC the broker checks the bytes exactly as the
     /// client sent them, so the same bytes would fail again.
     pub fn is_retriable(self) -> bool {
-        use common::v1::ErrorCode::*;
-        matches!(
-            self,
-            UnknownTopicOrPartition
-                | LeaderNotAvailable
-                | NotLeaderOrFollower
-                | RequestTimedOut
-                | BrokerNotAvailable
-                | ReplicaNotAvailable
-                | NetworkException
-                | CoordinatorLoadInProgress
-                | CoordinatorNotAvailable
-                | NotCoordinator
-                | NotEnoughReplicas
-                | NotEnoughReplicasAfterAppend
-                | NotController
-                | ConcurrentTransactions
-                | KafkaStorageError
-                | FencedLeaderEpoch
-                | UnknownLeaderEpoch
-                | OffsetNotAvailable
-                | PreferredLeaderNotAvailable
-                | EligibleLeadersNotAvailable
-                | UnstableOffsetCommit
-                | ThrottlingQuotaExceeded
-                | UnknownTopicId
-                | InconsistentTopicId
-                | FetchSessionTopicIdError
-        )
+        // Kafka's list, kept once, in `tributary-kafka` (the numbers are the same).
+        tributary_kafka::ErrorCode::from_code(self as i32)
+            .is_some_and(tributary_kafka::ErrorCode::is_retriable)
     }
 }
 

@@ -10,30 +10,7 @@ use bytes::Bytes;
 use tributary_metadata::BrokerId;
 use tributary_proto::common::v1::ErrorCode;
 
-/// A topic name and partition index.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// Topic name.
-    pub topic: String,
-    /// Partition index.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// `topic`-`partition`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
+pub use tributary_kafka::TopicPartition;
 
 /// Where a partition's leader is (sent with NOT_LEADER_OR_FOLLOWER and epoch errors).
 #[derive(Debug, Clone, PartialEq, Eq)]

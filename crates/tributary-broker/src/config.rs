@@ -111,7 +111,7 @@ pub struct BrokerConfig {
     /// `log.cleaner.dedupe.buffer.size`: memory for the cleaner's key map (bytes).
     pub log_cleaner_dedupe_buffer_size: u64,
     /// Where Prometheus scrapes `GET /metrics` (none or empty: no metrics endpoint).
-    #[serde(deserialize_with = "metrics_address")]
+    #[serde(deserialize_with = "tributary_node::settings::metrics_address")]
     pub metrics_listen: Option<SocketAddr>,
     /// `log_format`: `text` (default) or `json` lines (also the `--log-json` flag).
     pub log_format: tributary_node::LogFormat,
@@ -440,17 +440,6 @@ fn comma_list<S: Serializer>(list: &[String], s: S) -> Result<S::Ok, S::Error> {
 /// An optional text where empty means none.
 fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Some(String::deserialize(d)?).filter(|s| !s.is_empty()))
-}
-
-fn metrics_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    match String::deserialize(d)?.as_str() {
-        "" => Ok(None),
-        text => text.parse().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "metrics_listen `{text}` is not an IP address and port"
-            ))
-        }),
-    }
 }
 
 #[cfg(test)]

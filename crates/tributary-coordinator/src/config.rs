@@ -36,7 +36,7 @@ pub struct CoordinatorConfig {
     /// Wait to be added to an existing cluster rather than bootstrap one.
     pub join: bool,
     /// Where Prometheus scrapes `GET /metrics` (none or empty: no metrics endpoint).
-    #[serde(deserialize_with = "metrics_address")]
+    #[serde(deserialize_with = "tributary_node::settings::metrics_address")]
     pub metrics_listen: Option<SocketAddr>,
     /// `log_format`: `text` (default) or `json` lines (also the `--log-json` flag).
     pub log_format: tributary_node::LogFormat,
@@ -199,17 +199,6 @@ fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
             "listen must be an IP address and port, e.g. 0.0.0.0:9191: {e}"
         ))
     })
-}
-
-fn metrics_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    match String::deserialize(d)?.as_str() {
-        "" => Ok(None),
-        text => text.parse().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "metrics_listen `{text}` is not an IP address and port"
-            ))
-        }),
-    }
 }
 
 fn format_members(members: &BTreeMap<u64, String>) -> String {

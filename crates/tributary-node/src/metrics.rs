@@ -264,6 +264,26 @@ pub async fn serve(listener: TcpListener, render: Arc<dyn Fn() -> String + Send 
     }
 }
 
+/// Checks that every metric family named in `source` (a file's text: each string literal that
+/// starts with `tributary_`) is in `families` or `histograms`, so `--print-metric-names` lists
+/// whole what the file renders. For the servers' tests; panics naming the first one missing.
+pub fn assert_every_family_listed(source: &str, families: &[&str], histograms: &[&str]) {
+    let mut found = 0;
+    for literal in source.split('"').skip(1).step_by(2) {
+        if literal.starts_with("tributary_") && !literal.contains(' ') {
+            found += 1;
+            assert!(
+                families.contains(&literal) || histograms.contains(&literal),
+                "{literal} is rendered but not in FAMILIES or HISTOGRAMS"
+            );
+        }
+    }
+    assert!(
+        found > families.len(),
+        "only {found} metric names found in the source"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,6 +124,21 @@ pub fn describe<T: serde::Serialize + Default>() -> Result<String> {
     Ok(serde_json::to_string_pretty(&T::default())?)
 }
 
+/// Deserializes a `metrics_listen` address, where empty means none (both servers' key).
+pub fn metrics_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    use serde::Deserialize;
+    match String::deserialize(d)?.as_str() {
+        "" => Ok(None),
+        text => text.parse().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "metrics_listen `{text}` is not an IP address and port"
+            ))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
