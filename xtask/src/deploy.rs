@@ -325,6 +325,26 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Parses `text` (a server's config file at `place`) and checks its keys against
+    /// `binary`'s; `None` (after failing) when it is not TOML.
+    pub fn check_config_file(
+        &mut self,
+        binary: &str,
+        place: &str,
+        text: &str,
+    ) -> Option<toml::Table> {
+        match toml::from_str::<toml::Table>(text) {
+            Ok(config) => {
+                self.check_keys(binary, place, config.keys().cloned());
+                Some(config)
+            }
+            Err(e) => {
+                self.fail(place, format!("not TOML: {e}"));
+                None
+            }
+        }
+    }
+
     /// Fails for every key of `keys` the binary does not accept.
     pub fn check_keys(
         &mut self,
@@ -588,14 +608,9 @@ impl<'a> Checker<'a> {
             let Some(example_text) = self.read(&example_path) else {
                 continue;
             };
-            let config: toml::Table = match toml::from_str(&example_text) {
-                Ok(c) => c,
-                Err(e) => {
-                    self.fail(&example_path, format!("not TOML: {e}"));
-                    continue;
-                }
+            let Some(config) = self.check_config_file(binary, &example_path, &example_text) else {
+                continue;
             };
-            self.check_keys(binary, &example_path, config.keys().cloned());
             let get = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or("");
             let state = service("StateDirectory")
                 .and_then(|v| v.first())

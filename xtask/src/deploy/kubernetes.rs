@@ -233,14 +233,9 @@ impl Checker<'_> {
                 };
                 let fplace =
                     format!("{directory}/{file} (ConfigMap {config_map_name}, {file_name})");
-                let config: toml::Table = match toml::from_str(toml_text) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.fail(&fplace, format!("not TOML: {e}"));
-                        continue;
-                    }
+                let Some(config) = self.check_config_file(image, &fplace, toml_text) else {
+                    continue;
                 };
-                self.check_keys(image, &fplace, config.keys().cloned());
                 let get = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or("");
                 let pod_host = format!("{sts_name}-{i}.{service_name}.{namespace}.svc");
                 if !mounts
