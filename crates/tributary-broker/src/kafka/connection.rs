@@ -100,23 +100,60 @@ where
     let _ = writer.shutdown().await;
 }
 
-/// Decodes one request, has it served, and encodes the answer (with its size prefix);
-/// `None` for a request that gets no answer (Produce with acks=0).
-async fn handle(session: &Session, frame: Bytes) -> Result<Option<Bytes>, Close> {
+/// A frame, decoded.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// Answered without being served (a version outside the range that Kafka answers).
+    Answer(Bytes),
+    /// A request to serve.
+    Request {
+        api: ApiKey,
+        correlation_id: i32,
+        header: RequestHeader,
+        request: Box<RequestKind>,
+    },
+}
+
+/// Decodes one frame (at least [`MIN_REQUEST_BYTES`] long, as `read_frame` ensures).
+pub(crate) fn decode(frame: Bytes) -> Result<Decoded, Close> {
+    if frame.len() < MIN_REQUEST_BYTES {
+        return Err(Close::Refused(format!("a frame of {} bytes", frame.len())));
+    }
     let key = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
     let api =
         ApiKey::try_from(key).map_err(|()| Close::Refused(format!("unknown API key {key}")))?;
     if let Some(answer) = versions::out_of_range(api, &frame)? {
-        return Ok(Some(answer));
+        return Ok(Decoded::Answer(answer));
     }
     let mut body = frame;
     let header = RequestHeader::decode(&mut body, api.request_header_version(version))
         .map_err(|e| Close::Refused(format!("undecodable {api:?} v{version} header: {e}")))?;
     let request = RequestKind::decode(api, &mut body, version)
         .map_err(|e| Close::Refused(format!("undecodable {api:?} v{version} request: {e}")))?;
-    let Some(response) = super::dispatch(session, &header, request).await? else {
+    Ok(Decoded::Request {
+        api,
+        correlation_id,
+        header,
+        request: Box::new(request),
+    })
+}
+
+/// Decodes one request, has it served, and encodes the answer (with its size prefix);
+/// `None` for a request that gets no answer (Produce with acks=0).
+async fn handle(session: &Session, frame: Bytes) -> Result<Option<Bytes>, Close> {
+    let (api, correlation_id, header, request) = match decode(frame)? {
+        Decoded::Answer(answer) => return Ok(Some(answer)),
+        Decoded::Request {
+            api,
+            correlation_id,
+            header,
+            request,
+        } => (api, correlation_id, header, request),
+    };
+    let version = header.request_api_version;
+    let Some(response) = super::dispatch(session, &header, *request).await? else {
         return Ok(None);
     };
     encode(api, version, correlation_id, &response).map(Some)
@@ -144,7 +181,52 @@ pub(crate) fn encode(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Frames that start like a served request (a served key and version in range) so the
+    /// fuzzing reaches the body decoders, then random bytes.
+    fn frames() -> impl Strategy<Value = Vec<u8>> {
+        let served = versions::SUPPORTED
+            .iter()
+            .map(|&(key, min, max)| (Just(key as i16), min..=max).boxed())
+            .collect::<Vec<_>>();
+        (
+            proptest::strategy::Union::new(served),
+            proptest::collection::vec(any::<u8>(), 4..512),
+        )
+            .prop_map(|((key, version), rest)| {
+                let mut frame = key.to_be_bytes().to_vec();
+                frame.extend_from_slice(&version.to_be_bytes());
+                frame.extend_from_slice(&rest);
+                frame
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// The decoder entry point takes any bytes without panicking or aborting: a served
+        /// key and version with a random body, then wholly random frames.
+        #[test]
+        fn decoding_random_requests_never_panics(frame in frames()) {
+            let _ = decode(Bytes::from(frame));
+        }
+
+        #[test]
+        fn decoding_random_frames_never_panics(frame in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(Bytes::from(frame));
+        }
+    }
+
+    #[test]
+    fn huge_announced_counts_are_survived() {
+        // Metadata v0 announcing 2^31 - 1 topics in ten bytes: the reservation must not abort.
+        let mut frame = vec![0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+        frame.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(decode(Bytes::from(frame)), Err(Close::Refused(_))));
+    }
 
     #[tokio::test]
     async fn frames_are_bounded_before_allocation() {
