@@ -252,3 +252,47 @@ pub(super) async fn offset_for_leader_epoch(
         OffsetForLeaderEpochResponse::default().with_topics(topics),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::api::{LeaderHint, PartitionError};
+
+    #[test]
+    fn answers_encode_at_every_advertised_version() {
+        let (min, max) = super::super::versions::range(ApiKey::Fetch).unwrap();
+        for version in min..=max {
+            let ok = FetchedPartition {
+                tp: TopicPartition::new("t", 0),
+                error: None,
+                high_watermark: 5,
+                last_stable_offset: 5,
+                log_start_offset: 1,
+                log_end_offset: 5,
+                records: Bytes::from_static(b"batch"),
+                next_offset: 5,
+            };
+            let failed = FetchedPartition::failed(
+                TopicPartition::new("t", 1),
+                3,
+                PartitionError::new(
+                    tributary_proto::common::v1::ErrorCode::NotLeaderOrFollower,
+                    "moved",
+                )
+                .with_leader(LeaderHint {
+                    leader: Some(2),
+                    leader_epoch: 4,
+                }),
+            );
+            for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
+                let answer = fetch_response(vec![ok.clone(), failed.clone()], isolation, version);
+                let mut out = bytes::BytesMut::new();
+                ResponseKind::Fetch(answer)
+                    .encode(&mut out, version)
+                    .unwrap_or_else(|e| panic!("Fetch v{version}: {e}"));
+            }
+        }
+    }
+}
