@@ -4,10 +4,13 @@
 //! is muted until the answer is sent): a client may pipeline, and the kernel's socket buffer
 //! holds what it sent ahead. Produce with acks=0 is handled but not answered.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Close, MAX_REQUEST_BYTES, Session, versions};
 
@@ -61,8 +64,9 @@ pub async fn serve<S>(stream: S, session: Session, stop: impl std::future::Futur
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (reader, mut writer) = tokio::io::split(stream);
-    let mut reader = BufReader::with_capacity(READ_CHUNK, reader);
+    // No read buffer: a frame's bytes go from the socket straight into the frame (record
+    // batches are not copied again), at the cost of one more read call per request.
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let peer = session.peer;
     let serve = async {
         loop {
@@ -75,8 +79,8 @@ where
                 }
             };
             match handle(&session, frame).await {
-                Ok(Some(answer)) => {
-                    if let Err(err) = writer.write_all(&answer).await {
+                Ok(Some(mut chunks)) => {
+                    if let Err(err) = write_chunks(&mut writer, &mut chunks).await {
                         tracing::debug!(%peer, error = %err, "Kafka connection lost while answering");
                         return;
                     }
@@ -140,11 +144,43 @@ pub(crate) fn decode(frame: Bytes) -> Result<Decoded, Close> {
     })
 }
 
-/// Decodes one request, has it served, and encodes the answer (with its size prefix);
-/// `None` for a request that gets no answer (Produce with acks=0).
-async fn handle(session: &Session, frame: Bytes) -> Result<Option<Bytes>, Close> {
+/// Writes `chunks` in order, several per call.
+async fn write_chunks<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    chunks: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    const AT_ONCE: usize = 64;
+    while !chunks.is_empty() {
+        let slices: Vec<IoSlice<'_>> = chunks
+            .iter()
+            .take(AT_ONCE)
+            .map(|c| IoSlice::new(c))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                chunks.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+    writer.flush().await
+}
+
+/// Decodes one request, has it served, and encodes the answer (with its size prefix) as
+/// chunks to write in order; `None` for a request that gets no answer (Produce with acks=0).
+async fn handle(session: &Session, frame: Bytes) -> Result<Option<VecDeque<Bytes>>, Close> {
     let (api, correlation_id, header, request) = match decode(frame)? {
-        Decoded::Answer(answer) => return Ok(Some(answer)),
+        Decoded::Answer(answer) => return Ok(Some(VecDeque::from([answer]))),
         Decoded::Request {
             api,
             correlation_id,
@@ -153,10 +189,24 @@ async fn handle(session: &Session, frame: Bytes) -> Result<Option<Bytes>, Close>
         } => (api, correlation_id, header, request),
     };
     let version = header.request_api_version;
-    let Some(response) = super::dispatch(session, &header, *request).await? else {
+    let Some(answer) = super::dispatch(session, &header, *request).await? else {
         return Ok(None);
     };
-    encode(api, version, correlation_id, &response).map(Some)
+    let encoded = encode_into(api, version, correlation_id, &answer.response)?;
+    if answer.splices.is_empty() {
+        return Ok(Some(VecDeque::from([encoded.freeze()])));
+    }
+    // Flexible versions (answered with header v1) write lengths as varints.
+    let compact = api.response_header_version(version) >= 1;
+    answer
+        .splices
+        .apply(encoded, compact)
+        .map(|chunks| Some(chunks.into()))
+        .ok_or_else(|| {
+            Close::Refused(format!(
+                "{api:?} v{version}: a spliced record set went missing"
+            ))
+        })
 }
 
 /// The size-prefixed answer to request `correlation_id` of `api` at `version`.
@@ -166,6 +216,15 @@ pub(crate) fn encode(
     correlation_id: i32,
     response: &ResponseKind,
 ) -> Result<Bytes, Close> {
+    encode_into(api, version, correlation_id, response).map(BytesMut::freeze)
+}
+
+fn encode_into(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Result<BytesMut, Close> {
     let mut out = BytesMut::with_capacity(256);
     out.put_i32(0);
     ResponseHeader::default()
@@ -176,7 +235,7 @@ pub(crate) fn encode(
     let size = i32::try_from(out.len() - 4)
         .map_err(|_| Close::Refused(format!("{api:?} answer over 2 GiB")))?;
     out[0..4].copy_from_slice(&size.to_be_bytes());
-    Ok(out.freeze())
+    Ok(out)
 }
 
 #[cfg(test)]

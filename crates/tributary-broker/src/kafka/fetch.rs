@@ -23,7 +23,8 @@ use kafka_protocol::messages::{
 };
 use tributary_kafka::ErrorCode;
 
-use super::{Close, Session, broker_id, str_bytes};
+use super::splice::Splices;
+use super::{Answer, Close, Session, broker_id, str_bytes};
 use crate::api::{
     self, EpochQuery, FetchPartition, FetchedPartition, Isolation, OffsetQuery, TopicPartition,
     by_topic,
@@ -61,12 +62,13 @@ pub(super) async fn fetch(
     session: &Session,
     request: FetchRequest,
     version: i16,
-) -> Result<ResponseKind, Close> {
+) -> Result<Answer, Close> {
     consumer_only(request.replica_id.0.max(request.replica_state.replica_id.0))?;
     if request.session_id != 0 {
         return Ok(ResponseKind::Fetch(
             FetchResponse::default().with_error_code(ErrorCode::FetchSessionIdNotFound.code()),
-        ));
+        )
+        .into());
     }
     let isolation = isolation(request.isolation_level);
     let fetch = api::FetchRequest {
@@ -93,9 +95,12 @@ pub(super) async fn fetch(
             .collect(),
     };
     let results = session.service.fetch(&fetch).await?;
-    Ok(ResponseKind::Fetch(fetch_response(
-        results, isolation, version,
-    )))
+    let mut splices = Splices::default();
+    let response = fetch_response(results, isolation, version, &mut splices);
+    Ok(Answer {
+        response: ResponseKind::Fetch(response),
+        splices,
+    })
 }
 
 /// The codec refuses to encode a field the version lacks (unless it holds its default), so
@@ -104,6 +109,7 @@ fn fetch_response(
     results: Vec<FetchedPartition>,
     isolation: Isolation,
     version: i16,
+    splices: &mut Splices,
 ) -> FetchResponse {
     let responses = by_topic(results.into_iter().map(|r| (r.tp.clone(), r)))
         .into_iter()
@@ -113,7 +119,7 @@ fn fetch_response(
                 .with_partitions(
                     partitions
                         .into_iter()
-                        .map(|(index, r)| partition_data(index, r, isolation, version))
+                        .map(|(index, r)| partition_data(index, r, isolation, version, splices))
                         .collect(),
                 )
         })
@@ -126,6 +132,7 @@ fn partition_data(
     r: FetchedPartition,
     isolation: Isolation,
     version: i16,
+    splices: &mut Splices,
 ) -> PartitionData {
     let mut data = PartitionData::default()
         .with_partition_index(index)
@@ -133,7 +140,7 @@ fn partition_data(
         .with_last_stable_offset(r.last_stable_offset)
         .with_preferred_read_replica(broker_id(None))
         .with_aborted_transactions((isolation == Isolation::ReadCommitted).then(Vec::new))
-        .with_records(Some(r.records));
+        .with_records(Some(splices.set_aside(r.records)));
     if version >= 5 {
         data = data.with_log_start_offset(r.log_start_offset);
     }
@@ -287,7 +294,12 @@ mod tests {
                 }),
             );
             for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
-                let answer = fetch_response(vec![ok.clone(), failed.clone()], isolation, version);
+                let answer = fetch_response(
+                    vec![ok.clone(), failed.clone()],
+                    isolation,
+                    version,
+                    &mut Splices::default(),
+                );
                 let mut out = bytes::BytesMut::new();
                 ResponseKind::Fetch(answer)
                     .encode(&mut out, version)
