@@ -26,10 +26,16 @@ tick=$(getconf CLK_TCK)
 run() { # label, then the kcat arguments
     local label=$1
     shift
+    measure "$label" kcat -b localhost:9092 "$@"
+}
+
+measure() { # label, then the command
+    local label=$1
+    shift
     local before after start end
     before=$(broker_cpu)
     start=$(date +%s.%N)
-    /usr/bin/time -f '%U %S' -o /tmp/kcat-time kcat -b localhost:9092 "$@" >/dev/null
+    /usr/bin/time -f '%U %S' -o /tmp/kcat-time "$@" >/dev/null
     end=$(date +%s.%N)
     after=$(broker_cpu)
     read -r ku ks </tmp/kcat-time
@@ -39,16 +45,19 @@ label, start, end, before, after, tick, ku, ks, n = sys.argv[1:]
 secs = float(end) - float(start)
 brokers = (int(after) - int(before)) / int(tick)
 kcat = float(ku) + float(ks)
-print(f"| {label} | {int(n) / secs:,.0f} | {secs:.2f} s | kcat {kcat:.2f} s | brokers {brokers:.2f} s "
+print(f"| {label} | {int(n) / secs:,.0f} | {secs:.2f} s | client {kcat:.2f} s | brokers {brokers:.2f} s "
       f"({brokers / (int(n) / 1e6):.2f} s per million) |")
 PY
 }
 
 tributary topics --bootstrap-server localhost:9092 --create --topic kbench1 --partitions 1 --replication-factor 1  >/dev/null || true
 tributary topics --bootstrap-server localhost:9092 --create --topic kbench3 --partitions 6 --replication-factor 3 --config min.insync.replicas=2 >/dev/null || true
-echo "| run | records/s | wall | kcat CPU | broker CPU |"
+echo "| run | records/s | wall | client CPU | broker CPU |"
 echo "|---|---|---|---|---|"
 run "kcat -P, RF 1, 1 partition, acks=1" -P -t kbench1 -X acks=1 -X linger.ms=10 -l "$records"
 run "kcat -P, RF 3, 6 partitions, acks=all, idempotent" -P -t kbench3 -X acks=all -X enable.idempotence=true -X linger.ms=10 -l "$records"
 run "kcat -C, RF 1 topic" -C -t kbench1 -o beginning -c $N -q -f '%o\n'
 run "kcat -C, RF 3 topic (3 leaders)" -C -t kbench3 -o beginning -c $N -q -f '%o\n'
+# The same reads over gRPC, for the broker's CPU per million records on each path.
+measure "tributary consumer-perf-test (gRPC), RF 1 topic" tributary consumer-perf-test --bootstrap-server localhost:9092 --topic kbench1 --messages $N
+measure "tributary consumer-perf-test (gRPC), RF 3 topic" tributary consumer-perf-test --bootstrap-server localhost:9092 --topic kbench3 --messages $N
