@@ -85,6 +85,17 @@ async fn dispatch(
         RequestKind::Fetch(r) => fetch::fetch(session, r, version).await?,
         RequestKind::ListOffsets(r) => fetch::list_offsets(session, r, version).await?,
         RequestKind::OffsetForLeaderEpoch(r) => fetch::offset_for_leader_epoch(session, r).await?,
+        RequestKind::FindCoordinator(r) => groups::find_coordinator(session, r, version)?,
+        RequestKind::JoinGroup(r) => groups::join_group(session, header, r).await?,
+        RequestKind::SyncGroup(r) => groups::sync_group(session, r, version).await?,
+        RequestKind::Heartbeat(r) => groups::heartbeat(session, r).await?,
+        RequestKind::LeaveGroup(r) => groups::leave_group(session, r, version)?,
+        RequestKind::OffsetCommit(r) => groups::offset_commit(session, r).await?,
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(session, r, version)?,
+        RequestKind::OffsetDelete(r) => groups::offset_delete(session, r).await?,
+        RequestKind::ListGroups(r) => groups::list_groups(session, r, version)?,
+        RequestKind::DescribeGroups(r) => groups::describe_groups(session, r, version)?,
+        RequestKind::DeleteGroups(r) => groups::delete_groups(session, r).await?,
         other => {
             // `versions::out_of_range` refuses every API not listed, so this is a bug.
             return Err(Close::Refused(format!(
