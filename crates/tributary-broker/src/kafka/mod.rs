@@ -10,6 +10,7 @@
 //!   order (Kafka's rule: an idempotent producer's batches must not be reordered).
 //! - `versions`: the APIs and versions this broker advertises, ApiVersions and KIP-511.
 //! - `produce`, `fetch`, `metadata`, `groups`, `admin`: one file per family of APIs.
+//! - `configs`: the config APIs (DescribeConfigs, AlterConfigs, IncrementalAlterConfigs).
 //!
 //! Invariants: a frame over [`MAX_REQUEST_BYTES`], an unknown API key, a version outside the
 //! advertised range (other than the documented answers) or an undecodable request closes the
@@ -18,6 +19,7 @@
 //! bytes.
 
 mod admin;
+mod configs;
 mod connection;
 mod fetch;
 mod groups;
@@ -96,6 +98,15 @@ async fn dispatch(
         RequestKind::ListGroups(r) => groups::list_groups(session, r, version)?,
         RequestKind::DescribeGroups(r) => groups::describe_groups(session, r, version)?,
         RequestKind::DeleteGroups(r) => groups::delete_groups(session, r).await?,
+        RequestKind::CreateTopics(r) => admin::create_topics(session, r, version).await?,
+        RequestKind::DeleteTopics(r) => admin::delete_topics(session, r, version).await?,
+        RequestKind::CreatePartitions(r) => admin::create_partitions(session, r).await?,
+        RequestKind::DescribeCluster(r) => admin::describe_cluster(session, r).await?,
+        RequestKind::DescribeConfigs(r) => configs::describe_configs(session, r, version).await?,
+        RequestKind::AlterConfigs(r) => configs::alter_configs(session, r).await?,
+        RequestKind::IncrementalAlterConfigs(r) => {
+            configs::incremental_alter_configs(session, r).await?
+        }
         other => {
             // `versions::out_of_range` refuses every API not listed, so this is a bug.
             return Err(Close::Refused(format!(
