@@ -313,6 +313,7 @@ async fn isr_shrinks_and_expands_and_min_insync_and_unclean_election_hold() -> R
             .into(),
             delete: vec![],
             validate_only: false,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -126,6 +126,7 @@ impl Admin {
             cpb::CreatePartitionsRequest {
                 topic: name.to_owned(),
                 total_count: total,
+                validate_only: false,
             }
         );
         match ClientError::from_wire(&response.error) {
@@ -206,6 +207,7 @@ impl Admin {
                 set: set.clone().into_iter().collect(),
                 delete: delete.clone(),
                 validate_only: false,
+                ..Default::default()
             }
         );
         match ClientError::from_wire(&response.error) {

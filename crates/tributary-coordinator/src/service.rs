@@ -1,6 +1,5 @@
 //! The gRPC services: what brokers call, and the admin API.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -414,6 +413,7 @@ impl Admin for AdminService {
             .read(|image| plan_create_partitions(image, &req.topic, req.total_count, new_seed()));
         let outcome = match planned {
             Err(err) => Err(err),
+            Ok(_) if req.validate_only => Ok(self.0.read(|image| image.offset)),
             Ok(record) => match self.0.write(record).await {
                 Ok((offset, _)) => Ok(offset),
                 Err(WriteError::Refused(err)) => Err(err),
@@ -484,17 +484,14 @@ impl Admin for AdminService {
                     format!("topic `{}` does not exist", req.topic),
                 )
             })?;
-            let mut configs: BTreeMap<String, String> = topic.configs.clone();
-            for key in &req.delete {
-                if config::config_key(key).is_none() {
-                    return Err(ApiError::invalid_config(format!(
-                        "unknown topic config `{key}`"
-                    )));
-                }
-                configs.remove(key);
-            }
-            configs.extend(req.set.clone());
-            let configs = config::validate_configs(&configs)?;
+            let change = config::ConfigChange {
+                replace: req.replace,
+                set: req.set.clone().into_iter().collect(),
+                delete: req.delete.clone(),
+                append: req.append.clone().into_iter().collect(),
+                subtract: req.subtract.clone().into_iter().collect(),
+            };
+            let configs = config::alter_configs(&topic.configs, &change)?;
             Ok(MetadataRecord::AlterConfigs {
                 id: topic.id,
                 configs,

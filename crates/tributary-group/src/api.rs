@@ -64,6 +64,9 @@ pub struct JoinGroupRequest {
     pub client_id: String,
     /// Why the member (re)joins.
     pub reason: String,
+    /// KIP-394 (Kafka's JoinGroup v4 and later): a new dynamic member is answered
+    /// MEMBER_ID_REQUIRED with its id and joins again with it; `false` (v0-3) admits it at once.
+    pub require_known_member_id: bool,
 }
 
 /// One member in the leader's JoinGroup answer.
@@ -413,4 +416,22 @@ pub struct DeletedGroup {
 pub struct DeleteGroupsResponse {
     /// One per requested group.
     pub results: Vec<DeletedGroup>,
+}
+
+/// OffsetDelete: committed offsets of `group_id` to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OffsetDeleteRequest {
+    /// The group id.
+    pub group_id: String,
+    /// Topics and their partitions.
+    pub topics: Vec<OffsetFetchTopic>,
+}
+
+/// OffsetDelete's answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OffsetDeleteResponse {
+    /// An error for the whole group (GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, ...).
+    pub error: Option<GroupError>,
+    /// Per topic and partition (GROUP_SUBSCRIBED_TO_TOPIC for topics the members consume).
+    pub topics: Vec<OffsetCommitResponseTopic>,
 }

@@ -10,10 +10,12 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tributary_kafka::ErrorCode;
+use tributary_kafka::consumer_protocol::{self, Subscription};
 use tributary_kafka::offsets::{self, GroupValue, Key, OffsetValue, StoredMember, Value};
 
 use crate::api::{
-    GroupError, JoinGroupRequest, JoinGroupResponse, JoinGroupResponseMember, SyncGroupResponse,
+    GroupError, JoinGroupRequest, JoinGroupResponse, JoinGroupResponseMember, OffsetFetchTopic,
+    SyncGroupResponse,
 };
 use crate::config::GroupConfig;
 use crate::log::Write;
@@ -344,6 +346,52 @@ impl Group {
         writes
     }
 
+    /// OffsetDelete's rule, per requested partition: an empty group's offsets may all go; in a
+    /// consumer group with members, only those of topics no member subscribes to
+    /// (GROUP_SUBSCRIBED_TO_TOPIC otherwise, and for every topic when a subscription cannot be
+    /// read); a group of another protocol with members refuses (NON_EMPTY_GROUP).
+    pub(crate) fn offset_deletion(
+        &self,
+        topics: &[OffsetFetchTopic],
+    ) -> Result<Vec<(String, i32, Option<GroupError>)>, GroupError> {
+        let subscribed: Option<Vec<String>> = if self.members.is_empty() {
+            Some(Vec::new())
+        } else if self.protocol_type.as_deref() == Some(consumer_protocol::PROTOCOL_TYPE) {
+            let protocol = self.protocol.clone().unwrap_or_default();
+            self.members
+                .values()
+                .map(|m| Subscription::decode(&m.metadata_for(&protocol)).map(|s| s.topics))
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+                .map(|topics| topics.concat())
+        } else {
+            return Err(GroupError::new(
+                ErrorCode::NonEmptyGroup,
+                format!(
+                    "group `{}` has {} active members of protocol type {:?}",
+                    self.id,
+                    self.members.len(),
+                    self.protocol_type.as_deref().unwrap_or_default()
+                ),
+            ));
+        };
+        Ok(topics
+            .iter()
+            .flat_map(|t| {
+                let in_use = subscribed.as_ref().is_none_or(|s| s.contains(&t.name));
+                t.partitions.iter().map(move |&p| {
+                    let error = in_use.then(|| {
+                        GroupError::new(
+                            ErrorCode::GroupSubscribedToTopic,
+                            format!("group `{}` has members subscribed to `{}`", self.id, t.name),
+                        )
+                    });
+                    (t.name.clone(), p, error)
+                })
+            })
+            .collect())
+    }
+
     // ---- JoinGroup ------------------------------------------------------------------------
 
     /// Applies a JoinGroup to the group.
@@ -462,6 +510,15 @@ impl Group {
                 g.members.insert(new_id.clone(), new_member(new_id.clone()));
                 g.static_members.insert(instance.clone(), new_id.clone());
                 g.prepare_rebalance("a new static member joined", config, now, now_ms);
+                return Ok(JoinOutcome::Wait(g.await_join(&new_id, config, now)));
+            }
+            if !req.require_known_member_id {
+                // JoinGroup v0-3: admitted at once, with the id it is given.
+                if g.members.len() >= config.group_max_size {
+                    return Err(group_full(g));
+                }
+                g.members.insert(new_id.clone(), new_member(new_id.clone()));
+                g.prepare_rebalance("a new member joined", config, now, now_ms);
                 return Ok(JoinOutcome::Wait(g.await_join(&new_id, config, now)));
             }
             // KIP-394: a new dynamic member first learns its id, then joins with it.

@@ -274,6 +274,81 @@ pub fn validate_configs(
         .collect()
 }
 
+/// One change to a topic's config overrides: Kafka's AlterConfigs (`replace` with `set`) and
+/// IncrementalAlterConfigs (SET, DELETE, APPEND, SUBTRACT).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigChange {
+    /// Every override not in `set` returns to its default (Kafka's legacy AlterConfigs).
+    pub replace: bool,
+    /// Keys to set.
+    pub set: BTreeMap<String, String>,
+    /// Keys to return to their defaults.
+    pub delete: Vec<String>,
+    /// Comma-separated items to add to list keys (unless already there).
+    pub append: BTreeMap<String, String>,
+    /// Comma-separated items to remove from list keys.
+    pub subtract: BTreeMap<String, String>,
+}
+
+/// The overrides `current` becomes with `change`, validated and canonical. APPEND and
+/// SUBTRACT work on the current value, the default when the key is not overridden, and only on
+/// list keys (INVALID_CONFIG otherwise, as Kafka says it).
+pub fn alter_configs(
+    current: &BTreeMap<String, String>,
+    change: &ConfigChange,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut configs = if change.replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for key in &change.delete {
+        if config_key(key).is_none() {
+            return Err(ApiError::invalid_config(format!(
+                "unknown topic config `{key}`"
+            )));
+        }
+        configs.remove(key);
+    }
+    configs.extend(change.set.clone());
+    let lists = change
+        .append
+        .iter()
+        .map(|(k, v)| (k, v, true))
+        .chain(change.subtract.iter().map(|(k, v)| (k, v, false)));
+    for (key, items, append) in lists {
+        let op = if append { "append" } else { "subtract" };
+        if !matches!(config_key(key).map(|k| k.kind), Some(ConfigType::ListOf(_))) {
+            return Err(ApiError::invalid_config(format!(
+                "config value {op} is not allowed for config key `{key}` (not a list)"
+            )));
+        }
+        let items: Vec<&str> = items
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .collect();
+        let mut value: Vec<String> = effective(&configs, key)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if append {
+            for item in items {
+                if !value.iter().any(|v| v.eq_ignore_ascii_case(item)) {
+                    value.push(item.to_owned());
+                }
+            }
+        } else {
+            value.retain(|v| !items.iter().any(|i| v.eq_ignore_ascii_case(i)));
+        }
+        configs.insert(key.clone(), value.join(","));
+    }
+    validate_configs(&configs)
+}
+
 /// The effective value of `name` for a topic with `overrides`: the override, else the default.
 pub fn effective<'a>(overrides: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
     overrides
@@ -284,7 +359,101 @@ pub fn effective<'a>(overrides: &'a BTreeMap<String, String>, name: &str) -> Opt
 
 #[cfg(test)]
 mod tests {
+    use tributary_proto::common::v1::ErrorCode;
+
     use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn append_and_subtract_start_from_the_default_and_only_touch_lists() {
+        let none = BTreeMap::new();
+        let appended = alter_configs(
+            &none,
+            &ConfigChange {
+                append: configs(&[("cleanup.policy", "compact")]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(appended, configs(&[("cleanup.policy", "delete,compact")]));
+        // Appending what is there changes nothing; subtracting removes it.
+        let again = alter_configs(
+            &appended,
+            &ConfigChange {
+                append: configs(&[("cleanup.policy", "DELETE")]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(again, appended);
+        let subtracted = alter_configs(
+            &appended,
+            &ConfigChange {
+                subtract: configs(&[("cleanup.policy", "delete")]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(subtracted, configs(&[("cleanup.policy", "compact")]));
+        // Subtracting every item leaves an invalid (empty) list.
+        let emptied = alter_configs(
+            &subtracted,
+            &ConfigChange {
+                subtract: configs(&[("cleanup.policy", "compact")]),
+                ..Default::default()
+            },
+        );
+        assert_eq!(emptied.unwrap_err().code(), ErrorCode::InvalidConfig);
+        let not_a_list = alter_configs(
+            &none,
+            &ConfigChange {
+                append: configs(&[("retention.ms", "5")]),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(not_a_list.code(), ErrorCode::InvalidConfig);
+        assert!(not_a_list.message.contains("retention.ms"), "{not_a_list}");
+    }
+
+    #[test]
+    fn replace_resets_every_override_not_set() {
+        let current = configs(&[("retention.ms", "1000"), ("segment.bytes", "2048")]);
+        let replaced = alter_configs(
+            &current,
+            &ConfigChange {
+                replace: true,
+                set: configs(&[("segment.bytes", "4096")]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(replaced, configs(&[("segment.bytes", "4096")]));
+        let merged = alter_configs(
+            &current,
+            &ConfigChange {
+                set: configs(&[("segment.bytes", "4096")]),
+                delete: vec!["retention.ms".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(merged, configs(&[("segment.bytes", "4096")]));
+        let unknown = alter_configs(
+            &current,
+            &ConfigChange {
+                delete: vec!["retention.hours".into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(unknown.unwrap_err().code(), ErrorCode::InvalidConfig);
+    }
 
     #[test]
     fn the_table_is_sorted_and_defaults_are_valid() {

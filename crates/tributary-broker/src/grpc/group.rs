@@ -113,6 +113,7 @@ fn join_request(r: pb::JoinGroupRequest) -> api::JoinGroupRequest {
             .collect(),
         client_id: r.client_id,
         reason: r.reason,
+        require_known_member_id: true,
     }
 }
 

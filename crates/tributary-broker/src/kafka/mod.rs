@@ -10,6 +10,7 @@
 //!   order (Kafka's rule: an idempotent producer's batches must not be reordered).
 //! - `versions`: the APIs and versions this broker advertises, ApiVersions and KIP-511.
 //! - `produce`, `fetch`, `metadata`, `groups`, `admin`: one file per family of APIs.
+//! - `configs`: the config APIs (DescribeConfigs, AlterConfigs, IncrementalAlterConfigs).
 //!
 //! Invariants: a frame over [`MAX_REQUEST_BYTES`], an unknown API key, a version outside the
 //! advertised range (other than the documented answers) or an undecodable request closes the
@@ -18,6 +19,7 @@
 //! bytes.
 
 mod admin;
+mod configs;
 mod connection;
 mod fetch;
 mod groups;
@@ -106,6 +108,26 @@ async fn dispatch(
         RequestKind::Fetch(r) => return fetch::fetch(session, r, version).await.map(Some),
         RequestKind::ListOffsets(r) => fetch::list_offsets(session, r, version).await?,
         RequestKind::OffsetForLeaderEpoch(r) => fetch::offset_for_leader_epoch(session, r).await?,
+        RequestKind::FindCoordinator(r) => groups::find_coordinator(session, r, version)?,
+        RequestKind::JoinGroup(r) => groups::join_group(session, header, r).await?,
+        RequestKind::SyncGroup(r) => groups::sync_group(session, r, version).await?,
+        RequestKind::Heartbeat(r) => groups::heartbeat(session, r).await?,
+        RequestKind::LeaveGroup(r) => groups::leave_group(session, r, version)?,
+        RequestKind::OffsetCommit(r) => groups::offset_commit(session, r).await?,
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(session, r, version)?,
+        RequestKind::OffsetDelete(r) => groups::offset_delete(session, r).await?,
+        RequestKind::ListGroups(r) => groups::list_groups(session, r, version)?,
+        RequestKind::DescribeGroups(r) => groups::describe_groups(session, r, version)?,
+        RequestKind::DeleteGroups(r) => groups::delete_groups(session, r).await?,
+        RequestKind::CreateTopics(r) => admin::create_topics(session, r, version).await?,
+        RequestKind::DeleteTopics(r) => admin::delete_topics(session, r, version).await?,
+        RequestKind::CreatePartitions(r) => admin::create_partitions(session, r).await?,
+        RequestKind::DescribeCluster(r) => admin::describe_cluster(session, r).await?,
+        RequestKind::DescribeConfigs(r) => configs::describe_configs(session, r, version).await?,
+        RequestKind::AlterConfigs(r) => configs::alter_configs(session, r).await?,
+        RequestKind::IncrementalAlterConfigs(r) => {
+            configs::incremental_alter_configs(session, r).await?
+        }
         other => {
             // `versions::out_of_range` refuses every API not listed, so this is a bug.
             return Err(Close::Refused(format!(

@@ -23,6 +23,24 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// The lowest Produce version served (record batch v2 with its producer ids).
@@ -154,6 +172,20 @@ fn old_produce(frame: &Bytes, version: i16, correlation_id: i32) -> Result<Bytes
     let size = (out.len() - 4) as i32;
     out[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(out.freeze())
+}
+
+/// Asserts that `answer(version)` encodes at every version advertised for `api` (the codec
+/// refuses a field set at a version that lacks it).
+#[cfg(test)]
+pub(super) fn assert_encodes(api: ApiKey, answer: impl Fn(i16) -> ResponseKind) {
+    let (min, max) = range(api).unwrap_or_else(|| panic!("{api:?} is not advertised"));
+    for version in min..=max {
+        let mut out = BytesMut::new();
+        if let Err(err) = answer(version).encode(&mut out, version) {
+            panic!("{api:?} v{version} does not encode: {err}");
+        }
+        assert!(!out.is_empty(), "{api:?} v{version} encoded nothing");
+    }
 }
 
 #[cfg(test)]

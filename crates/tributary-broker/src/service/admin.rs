@@ -67,7 +67,45 @@ admin_calls! {
     remove_coordinator(cpb::RemoveCoordinatorRequest) -> cpb::MembershipResponse;
 }
 
+/// One of this broker's settings, as DescribeConfigs reports a broker's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfigEntry {
+    /// Kafka's dotted name (`auto.create.topics.enable` for the `auto_create_topics_enable`
+    /// key).
+    pub name: String,
+    /// Its value (`None`: not set).
+    pub value: Option<String>,
+    /// Its default (`None`: none).
+    pub default: Option<String>,
+}
+
 impl Service {
+    /// This broker's settings by name, with their defaults. They are static (the config
+    /// file, the environment and the flags at start): dynamic broker configs do not exist.
+    pub fn broker_configs(&self) -> Vec<BrokerConfigEntry> {
+        let values = |config: &crate::config::BrokerConfig| {
+            config::Config::try_from(config)
+                .and_then(|c| config::Source::collect(&c))
+                .unwrap_or_default()
+        };
+        let current = values(self.manager.config());
+        let defaults = values(&crate::config::BrokerConfig::default());
+        let text = |v: Option<&config::Value>| {
+            v.filter(|v| !matches!(v.kind, config::ValueKind::Nil))
+                .map(ToString::to_string)
+        };
+        let mut keys: Vec<&String> = current.keys().chain(defaults.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .map(|key| BrokerConfigEntry {
+                name: key.replace('_', "."),
+                value: text(current.get(key)),
+                default: text(defaults.get(key)),
+            })
+            .collect()
+    }
+
     /// Sends `request` to the coordinators with `call` (trying each until one answers).
     async fn forward<Req, Resp, F, Fut>(&self, request: Req, call: F) -> Result<Resp, AdminError>
     where

@@ -1,5 +1,5 @@
 //! The group APIs (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
-//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups): the rules are `tributary-group`'s;
+//! OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups): the rules are `tributary-group`'s;
 //! this layer adds readiness and, for FindCoordinator, the coordinator's address on the
 //! listener the request came in on.
 
@@ -90,6 +90,15 @@ impl Service {
     ) -> Result<api::OffsetFetchResponse, NotReady> {
         self.ready()?;
         Ok(self.groups.offset_fetch(request))
+    }
+
+    /// Kafka's OffsetDelete.
+    pub async fn offset_delete(
+        &self,
+        request: api::OffsetDeleteRequest,
+    ) -> Result<api::OffsetDeleteResponse, NotReady> {
+        self.ready()?;
+        Ok(self.groups.offset_delete(request).await)
     }
 
     /// Kafka's ListGroups.

@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::group::Coordinator;
 use crate::manager::ReplicaManager;
 
-pub use admin::AdminError;
+pub use admin::{AdminError, BrokerConfigEntry};
 pub use produce::ProduceResults;
 
 /// Longest long-poll a fetch may ask for.

@@ -1,4 +1,4 @@
-//! OffsetCommit and OffsetFetch.
+//! OffsetCommit, OffsetFetch and OffsetDelete.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +9,8 @@ use tributary_kafka::offsets::{OffsetValue, encode_offset};
 use super::{GroupCoordinator, OFFSET_METADATA_MAX_BYTES, lock};
 use crate::api::{
     GroupError, OffsetCommitRequest, OffsetCommitResponse, OffsetCommitResponsePartition,
-    OffsetCommitResponseTopic, OffsetFetchRequest, OffsetFetchResponse,
-    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    OffsetCommitResponseTopic, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use crate::group::{GroupState, check_generation, check_member, offset_key};
 use crate::log::OffsetsLog;
@@ -186,6 +186,89 @@ impl<L: OffsetsLog> GroupCoordinator<L> {
                 .collect()
         };
         OffsetFetchResponse {
+            error: None,
+            topics,
+        }
+    }
+
+    /// Kafka's OffsetDelete: removes the offsets [`crate::group`]'s rule allows, acknowledged
+    /// once their tombstones are replicated.
+    pub async fn offset_delete(&self, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+        let fail = |e: GroupError| OffsetDeleteResponse {
+            error: Some(e),
+            topics: Vec::new(),
+        };
+        let not_found = || {
+            GroupError::new(
+                ErrorCode::GroupIdNotFound,
+                format!("group `{}` does not exist", req.group_id),
+            )
+        };
+        let located = match self.locate(&req.group_id) {
+            Ok(located) => located,
+            Err(e) => return fail(e),
+        };
+        let Some(group) = located.group else {
+            return fail(not_found());
+        };
+        let (mut results, deleting) = {
+            let g = lock(&group);
+            if g.state == GroupState::Dead {
+                return fail(not_found());
+            }
+            let results = match g.offset_deletion(&req.topics) {
+                Ok(results) => results,
+                Err(e) => return fail(e),
+            };
+            // Only offsets that exist need a tombstone.
+            let deleting: Vec<(String, i32)> = results
+                .iter()
+                .filter(|(topic, p, error)| {
+                    error.is_none() && g.offsets.contains_key(&(topic.clone(), *p))
+                })
+                .map(|(topic, p, _)| (topic.clone(), *p))
+                .collect();
+            (results, deleting)
+        };
+        if !deleting.is_empty() {
+            let writes = deleting
+                .iter()
+                .map(|(topic, p)| (offset_key(&req.group_id, topic, *p), None))
+                .collect();
+            match self.append(located.partition, writes).await {
+                Ok(base) => {
+                    let mut g = lock(&group);
+                    for (i, key) in deleting.iter().enumerate() {
+                        // A commit written after the tombstone stays.
+                        if g.offsets
+                            .get(key)
+                            .is_some_and(|c| c.log_offset < base + i as i64)
+                        {
+                            g.offsets.remove(key);
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (topic, p, error) in &mut results {
+                        if deleting.iter().any(|(t, q)| t == topic && q == p) {
+                            *error = Some(e.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
+        for (topic, partition, error) in results {
+            let answer = OffsetCommitResponsePartition { partition, error };
+            match topics.last_mut().filter(|t| t.name == topic) {
+                Some(t) => t.partitions.push(answer),
+                None => topics.push(OffsetCommitResponseTopic {
+                    name: topic,
+                    partitions: vec![answer],
+                }),
+            }
+        }
+        OffsetDeleteResponse {
             error: None,
             topics,
         }

@@ -236,3 +236,28 @@ async fn a_cooperative_member_rejoining_with_new_owned_partitions_starts_a_rebal
     assert_eq!(joined.generation_id, generation + 1);
     assert_eq!(&joined.members[0].metadata[..], b"owned: t-0");
 }
+
+#[tokio::test(start_paused = true)]
+async fn member_id_required_only_when_the_join_asks_for_it() {
+    let (c, _) = started().await;
+    // JoinGroup v0-3: a new member is admitted with the id it is given, in one round trip.
+    let joined = spawn_join(
+        &c,
+        JoinGroupRequest {
+            require_known_member_id: false,
+            ..join_request("", None, b"m")
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(err(&joined.error), None);
+    assert!(!joined.member_id.is_empty());
+    assert_eq!(joined.leader, joined.member_id);
+    assert_eq!(describe(&c).members.len(), 1);
+    // v4+: MEMBER_ID_REQUIRED first, and the member is not in the group until it rejoins.
+    let first = c
+        .join_group(join_request("", None, b"m"), "/h".into())
+        .await;
+    assert_eq!(err(&first.error), Some(ErrorCode::MemberIdRequired));
+    assert_eq!(describe(&c).members.len(), 1);
+}

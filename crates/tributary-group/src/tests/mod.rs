@@ -81,6 +81,7 @@ fn join_request(
         }],
         client_id: "client".into(),
         reason: String::new(),
+        require_known_member_id: true,
     }
 }
 

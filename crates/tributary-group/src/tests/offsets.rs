@@ -237,3 +237,109 @@ async fn list_groups_filters_by_kafkas_state_names() {
     });
     assert!(empty.groups.is_empty());
 }
+
+fn delete_request(topic: &str, partitions: Vec<i32>) -> OffsetDeleteRequest {
+    OffsetDeleteRequest {
+        group_id: GROUP.into(),
+        topics: vec![OffsetFetchTopic {
+            name: topic.into(),
+            partitions,
+        }],
+    }
+}
+
+fn delete_errors(answer: &OffsetDeleteResponse) -> Vec<Option<ErrorCode>> {
+    answer
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| err(&p.error))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn offset_delete_removes_an_empty_groups_offsets_with_tombstones() {
+    let (c, cluster) = started().await;
+    let unknown = c.offset_delete(delete_request("t", vec![0])).await;
+    assert_eq!(err(&unknown.error), Some(ErrorCode::GroupIdNotFound));
+    assert_eq!(
+        err(&c.offset_commit(commit_request("", -1, 7)).await.topics[0].partitions[0].error),
+        None
+    );
+    let before = cluster.records(0).len();
+    // Partition 1 has no offset: answered without a tombstone.
+    let answer = c.offset_delete(delete_request("t", vec![0, 1])).await;
+    assert_eq!(err(&answer.error), None);
+    assert_eq!(delete_errors(&answer), vec![None, None]);
+    let records = cluster.records(0);
+    assert_eq!(records.len(), before + 1);
+    assert!(records.last().unwrap().value.is_none(), "a tombstone");
+    assert_eq!(committed(&c), -1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn offset_delete_spares_topics_a_consumer_group_subscribes_to() {
+    let (c, _) = started().await;
+    let subscription = tributary_kafka::consumer_protocol::Subscription::new(["t"])
+        .encode()
+        .unwrap();
+    let id = member_id(&c).await;
+    let joined = spawn_join(
+        &c,
+        JoinGroupRequest {
+            protocols: vec![JoinGroupProtocol {
+                name: "range".into(),
+                metadata: subscription,
+            }],
+            ..join_request(&id, None, b"")
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(err(&joined.error), None);
+    let generation = joined.generation_id;
+    c.sync_group(sync_request(&id, generation, &[(&id, b"a")]))
+        .await;
+    let mut commit = commit_request(&id, generation, 5);
+    commit.topics.push(OffsetCommitTopic {
+        name: "other".into(),
+        ..commit.topics[0].clone()
+    });
+    let committed_answer = c.offset_commit(commit).await;
+    assert!(
+        committed_answer
+            .topics
+            .iter()
+            .all(|t| err(&t.partitions[0].error).is_none())
+    );
+    let mut request = delete_request("t", vec![0]);
+    request.topics.push(OffsetFetchTopic {
+        name: "other".into(),
+        partitions: vec![0],
+    });
+    let answer = c.offset_delete(request).await;
+    assert_eq!(err(&answer.error), None);
+    assert_eq!(
+        delete_errors(&answer),
+        vec![Some(ErrorCode::GroupSubscribedToTopic), None]
+    );
+    assert_eq!(committed(&c), 5, "the subscribed topic's offset stays");
+}
+
+#[tokio::test(start_paused = true)]
+async fn offset_delete_refuses_a_non_consumer_group_with_members() {
+    let (c, _) = started().await;
+    let id = member_id(&c).await;
+    let joined = spawn_join(
+        &c,
+        JoinGroupRequest {
+            protocol_type: "connect".into(),
+            ..join_request(&id, None, b"m")
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(err(&joined.error), None);
+    let answer = c.offset_delete(delete_request("t", vec![0])).await;
+    assert_eq!(err(&answer.error), Some(ErrorCode::NonEmptyGroup));
+}
