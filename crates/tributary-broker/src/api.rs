@@ -176,6 +176,12 @@ pub mod timestamps {
     pub const LATEST: i64 = -1;
     /// The log start.
     pub const EARLIEST: i64 = -2;
+    /// The record with the largest timestamp (KIP-734).
+    pub const MAX: i64 = -3;
+    /// The first offset on local disk (KIP-1005; the log start until tiered storage exists).
+    pub const EARLIEST_LOCAL: i64 = -4;
+    /// The last offset in tiered storage (KIP-1005; none until tiered storage exists).
+    pub const LATEST_TIERED: i64 = -5;
 }
 
 /// One partition of a ListOffsets request.
@@ -310,4 +316,19 @@ pub struct ClusterMetadata {
     pub topics: Vec<TopicMetadata>,
     /// The metadata offset the answer reflects.
     pub metadata_offset: u64,
+}
+
+/// Groups per-partition results by topic, keeping the order topics first appear in (every
+/// protocol answers per topic, then per partition).
+pub fn by_topic<T>(
+    items: impl IntoIterator<Item = (TopicPartition, T)>,
+) -> Vec<(String, Vec<(i32, T)>)> {
+    let mut out: Vec<(String, Vec<(i32, T)>)> = Vec::new();
+    for (tp, item) in items {
+        match out.iter_mut().find(|(t, _)| *t == tp.topic) {
+            Some((_, list)) => list.push((tp.partition, item)),
+            None => out.push((tp.topic, vec![(tp.partition, item)])),
+        }
+    }
+    out
 }

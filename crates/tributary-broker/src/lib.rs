@@ -4,8 +4,9 @@
 //! metadata log into its own copy of the image ([`metadata`]), and keeps the partitions the
 //! image assigns to it in line with it ([`manager::ReplicaManager`]): creating, recovering and
 //! deleting logs, leading where the image says so. Clients call the gRPC API
-//! (`tributary.broker.v1.Broker`, [`grpc`]), which translates to the protocol-neutral types of
-//! [`api`]; admin calls are forwarded to the coordinators.
+//! (`tributary.broker.v1.Broker`, [`grpc`]) or Kafka's wire protocol ([`kafka`]) on the same
+//! port ([`net`]); both translate to the protocol-neutral [`service`] layer; admin calls are
+//! forwarded to the coordinators.
 //!
 //! Architecture invariants:
 //! - Only the leader of a partition's current leader epoch appends produced records, and only
@@ -22,11 +23,13 @@ pub mod dirs;
 pub mod group;
 pub mod grpc;
 pub mod isr;
+pub mod kafka;
 pub mod lifecycle;
 pub mod listeners;
 pub mod manager;
 pub mod metadata;
 pub mod metrics;
+pub mod net;
 pub mod partition;
 pub mod producers;
 pub mod replication;
@@ -122,10 +125,14 @@ async fn serve(
             .add_service(admin_service)
             .add_service(replication_service)
             .add_service(group_service);
-        let mut stop = stop_rx.clone();
-        servers.push(tributary_node::serve::spawn(router, socket, async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        }));
+        // gRPC and the Kafka protocol share the port (`net`).
+        servers.push(net::spawn(
+            router,
+            socket,
+            listener,
+            service.clone(),
+            stop_rx.clone(),
+        ));
     }
     let listeners: Vec<String> = config
         .listeners

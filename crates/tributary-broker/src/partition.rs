@@ -537,7 +537,7 @@ impl Partition {
         timestamp: i64,
         current_leader_epoch: Option<i32>,
     ) -> Result<FoundOffset, PartitionError> {
-        use crate::api::timestamps::{EARLIEST, LATEST};
+        use crate::api::timestamps::{EARLIEST, EARLIEST_LOCAL, LATEST, LATEST_TIERED, MAX};
         let role = self.role.read().unwrap_or_else(|p| p.into_inner());
         self.check_leader(&role)?;
         self.check_epoch(&role, current_leader_epoch)?;
@@ -550,10 +550,24 @@ impl Partition {
         };
         match timestamp {
             EARLIEST => Ok(found(self.log.log_start_offset(), -1)),
+            // Every segment is local until tiered storage exists.
+            EARLIEST_LOCAL => Ok(found(self.log.log_start_offset(), -1)),
             LATEST => Ok(found(high_watermark, -1)),
+            // Nothing is tiered: Kafka answers "no offset" when remote storage is off.
+            LATEST_TIERED => Ok(found(-1, -1)),
+            MAX => match self
+                .log
+                .max_timestamp_offset()
+                .map_err(|e| storage_error(&self.tp, e))?
+            {
+                Some(hit) if hit.offset < high_watermark => Ok(found(hit.offset, hit.timestamp)),
+                _ => Ok(found(-1, -1)),
+            },
             t if t < 0 => Err(PartitionError::new(
                 ErrorCode::InvalidRequest,
-                format!("timestamp {t} is neither -1 (latest), -2 (earliest) nor a time in ms"),
+                format!(
+                    "timestamp {t} is none of -1 (latest), -2 (earliest), -3 (max timestamp), -4 (earliest local), -5 (latest tiered) or a time in ms"
+                ),
             )),
             t => match self
                 .log

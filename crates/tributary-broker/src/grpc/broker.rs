@@ -10,10 +10,10 @@ use tributary_proto::broker::v1 as pb;
 use tributary_proto::broker::v1::broker_server::Broker;
 use tributary_proto::common::v1::Error as WireError;
 
-use super::{by_topic, known_epoch, ok, wire_error, wire_hint};
+use super::{known_epoch, ok, wire_error, wire_hint};
 use crate::api::{
     ClusterMetadata, FetchPartition, FetchRequest, FetchedPartition, Isolation, MetadataRequest,
-    OffsetQuery, PartitionError, TopicPartition,
+    OffsetQuery, PartitionError, TopicPartition, by_topic,
 };
 use crate::service::{MAX_WAIT_CAP, Service};
 

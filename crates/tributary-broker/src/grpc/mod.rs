@@ -21,7 +21,7 @@ use tonic::Status;
 use tributary_proto::broker::v1 as pb;
 use tributary_proto::common::v1::Error as WireError;
 
-use crate::api::{LeaderHint, PartitionError, TopicPartition};
+use crate::api::{LeaderHint, PartitionError};
 use crate::service::{NotReady, Service};
 
 impl From<NotReady> for Status {
@@ -57,18 +57,4 @@ fn wire_hint(
 /// Kafka's -1 ("no epoch known") as `None`.
 fn known_epoch(epoch: i32) -> Option<i32> {
     (epoch >= 0).then_some(epoch)
-}
-
-/// Groups per-partition results by topic, keeping the order topics first appear in.
-fn by_topic<T>(
-    items: impl IntoIterator<Item = (TopicPartition, T)>,
-) -> Vec<(String, Vec<(i32, T)>)> {
-    let mut out: Vec<(String, Vec<(i32, T)>)> = Vec::new();
-    for (tp, item) in items {
-        match out.iter_mut().find(|(t, _)| *t == tp.topic) {
-            Some((_, list)) => list.push((tp.partition, item)),
-            None => out.push((tp.topic, vec![(tp.partition, item)])),
-        }
-    }
-    out
 }

@@ -114,4 +114,23 @@ impl Log {
         }
         Ok(None)
     }
+
+    /// The record with the largest timestamp in the log (Kafka's ListOffsets MAX_TIMESTAMP,
+    /// -3): its offset and timestamp, or `None` for an empty log or one without timestamps.
+    /// Like [`Self::offset_for_timestamp`], exact for uncompressed batches.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>> {
+        let largest = {
+            let state = self.read_state()?;
+            state
+                .segments
+                .values()
+                .filter(|s| s.next_offset > state.log_start_offset)
+                .map(|s| s.max_timestamp)
+                .max()
+        };
+        match largest {
+            Some(t) if t != tributary_record::NO_TIMESTAMP => self.offset_for_timestamp(t),
+            _ => Ok(None),
+        }
+    }
 }

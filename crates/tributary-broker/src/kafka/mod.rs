@@ -1,0 +1,133 @@
+//! The Kafka wire protocol (KIP-482 framing, Kafka 4's schemas through the `kafka-protocol`
+//! crate), so Kafka's own clients and tools (librdkafka, kcat, kafka-python, the Java client)
+//! work against a broker unmodified. Served on every listener, on the same port as gRPC
+//! (`net` decides by the first byte).
+//!
+//! Like `grpc`, this module only translates: every request goes to the protocol-neutral
+//! `service` layer, so produce, fetch, groups and admin have one implementation.
+//!
+//! - `connection`: framing, header decoding, one request at a time per connection, answered in
+//!   order (Kafka's rule: an idempotent producer's batches must not be reordered).
+//! - `versions`: the APIs and versions this broker advertises, ApiVersions and KIP-511.
+//! - `produce`, `fetch`, `metadata`, `groups`, `admin`: one file per family of APIs.
+//!
+//! Invariants: a frame over [`MAX_REQUEST_BYTES`], an unknown API key, a version outside the
+//! advertised range (other than the documented answers) or an undecodable request closes the
+//! connection with a log line, never a panic; a broker that is not ready closes connections
+//! rather than answer with data it does not have; record batches pass through as the client's
+//! bytes.
+
+mod admin;
+mod connection;
+mod fetch;
+mod groups;
+mod metadata;
+mod produce;
+mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kafka_protocol::messages::{BrokerId, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::service::Service;
+
+pub use connection::serve;
+pub use versions::SUPPORTED;
+
+/// Largest request frame accepted (Kafka's `socket.request.max.bytes`, 100 MiB).
+pub const MAX_REQUEST_BYTES: usize = crate::MAX_MESSAGE_BYTES;
+
+/// One Kafka connection's view of the broker: the service and the listener it arrived on
+/// (every address it answers with is an address on that listener).
+#[derive(Debug, Clone)]
+pub struct Session {
+    service: Arc<Service>,
+    listener: Arc<str>,
+    peer: SocketAddr,
+}
+
+impl Session {
+    /// A session for a client at `peer` on `listener`.
+    pub fn new(service: Arc<Service>, listener: Arc<str>, peer: SocketAddr) -> Self {
+        Self {
+            service,
+            listener,
+            peer,
+        }
+    }
+}
+
+/// Why a connection is closed instead of answered.
+#[derive(Debug, thiserror::Error)]
+pub enum Close {
+    /// The broker is not ready: clients reconnect and retry.
+    #[error(transparent)]
+    NotReady(#[from] crate::service::NotReady),
+    /// The request cannot be served on this protocol (said in the log line).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Has `request` served; `None` when it gets no answer (Produce with acks=0).
+async fn dispatch(
+    session: &Session,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Result<Option<ResponseKind>, Close> {
+    let version = header.request_api_version;
+    let response = match request {
+        RequestKind::ApiVersions(_) => versions::api_versions(),
+        RequestKind::Metadata(r) => metadata::metadata(session, r, version).await?,
+        RequestKind::Produce(r) => return produce::produce(session, r, version).await,
+        RequestKind::InitProducerId(r) => produce::init_producer_id(session, r).await?,
+        RequestKind::Fetch(r) => fetch::fetch(session, r, version).await?,
+        RequestKind::ListOffsets(r) => fetch::list_offsets(session, r, version).await?,
+        RequestKind::OffsetForLeaderEpoch(r) => fetch::offset_for_leader_epoch(session, r).await?,
+        other => {
+            // `versions::out_of_range` refuses every API not listed, so this is a bug.
+            return Err(Close::Refused(format!(
+                "{:?} is advertised but has no handler",
+                other
+            )));
+        }
+    };
+    Ok(Some(response))
+}
+
+/// `host:port` (or `[v6]:port`) split for Kafka's broker entries; port 0 if there is none.
+pub(crate) fn host_port(address: &str) -> (StrBytes, i32) {
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            (
+                StrBytes::from_string(host.to_owned()),
+                port.parse().unwrap_or(0),
+            )
+        }
+        None => (StrBytes::from_string(address.to_owned()), 0),
+    }
+}
+
+/// A Kafka string from ours.
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// A broker id on the wire (-1 for none).
+pub(crate) fn broker_id(id: Option<tributary_metadata::BrokerId>) -> BrokerId {
+    BrokerId(id.unwrap_or(-1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_addresses() {
+        assert_eq!(host_port("localhost:9092"), ("localhost".into(), 9092));
+        assert_eq!(host_port("[::1]:9093"), ("::1".into(), 9093));
+        assert_eq!(host_port("noport"), ("noport".into(), 0));
+    }
+}
