@@ -148,7 +148,8 @@ async fn malformed_or_unsupported_kafka_requests_are_refused_and_others_keep_bei
     for size in [FRAME_BYTES_MAX + 1, i32::MAX, -1] {
         let mut c = Connection::connect(addr.as_str(), ANSWER)?;
         c.send_raw(&size.to_be_bytes())?;
-        c.send_raw(&[0u8; 64])?;
+        // The broker may already have closed on seeing the size: this write may fail.
+        let _ = c.send_raw(&[0u8; 64]);
         assert!(
             c.closed_within(ANSWER)?,
             "a frame of {size} bytes closes the connection"
