@@ -401,6 +401,15 @@ fn json_lines(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The highest `{"acked": n}` progress count `produce.py` printed so far.
+fn acked_so_far(stdout: &str) -> u64 {
+    json_lines(stdout)
+        .iter()
+        .filter_map(|v| v["acked"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 /// The line of `produce.py` that ends its run.
 fn done_line(stdout: &str) -> Result<Value> {
     json_lines(stdout)
@@ -486,6 +495,11 @@ async fn confluent_kafka_idempotent_producer_loses_duplicates_and_reorders_nothi
     })?;
     let (leader, _) = kafka.leader("idempotent", 0).await?;
     kafka.cluster.broker(leader as u64).kill_9()?;
+    let acked_at_kill = acked_so_far(&producer.stdout());
+    assert!(
+        acked_at_kill < RECORDS as u64,
+        "the kill must land mid-run ({acked_at_kill} acknowledged already)"
+    );
     let finished = producer.finish(Duration::from_secs(180))?;
     let stdout = finished.stdout.clone();
     finished.success()?;
@@ -500,6 +514,17 @@ async fn confluent_kafka_idempotent_producer_loses_duplicates_and_reorders_nothi
         .filter(|(id, _)| **id != leader)
         .map(|(_, addr)| addr.clone())
         .collect();
+    // Partition 0 failed over: its records after the kill went to a new leader.
+    let metadata = common::topic_metadata(&survivors[0], "idempotent", WAIT).await?;
+    let new_leader = metadata
+        .partitions
+        .iter()
+        .find(|p| p.partition == 0)
+        .map(|p| p.leader_id);
+    assert!(
+        new_leader.is_some_and(|l| l >= 0 && l != leader),
+        "partition 0 has a new leader, not the killed {leader}: {new_leader:?}"
+    );
     let out = run_python(
         "consume.py",
         &[
