@@ -16,6 +16,7 @@
 //!   log whose topic id the metadata does not know is deleted, never served.
 //! - Produce, fetch and offsets have one implementation ([`manager`]) beneath every protocol.
 
+pub mod alloc;
 pub mod api;
 pub mod config;
 pub mod coordinators;
@@ -53,6 +54,10 @@ use crate::dirs::DataDir;
 use crate::lifecycle::Lifecycle;
 use crate::manager::ReplicaManager;
 use crate::metadata::MetadataCache;
+
+/// Huge reservations made by decoders of untrusted counts cost nothing (see `alloc`).
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 /// Largest gRPC message a broker accepts or sends (Kafka's `socket.request.max.bytes`).
 pub const MAX_MESSAGE_BYTES: usize = 100 << 20;

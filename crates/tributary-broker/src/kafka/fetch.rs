@@ -23,7 +23,8 @@ use kafka_protocol::messages::{
 };
 use tributary_kafka::ErrorCode;
 
-use super::{Close, Session, broker_id, str_bytes};
+use super::splice::Splices;
+use super::{Answer, Close, Session, broker_id, str_bytes};
 use crate::api::{
     self, EpochQuery, FetchPartition, FetchedPartition, Isolation, OffsetQuery, TopicPartition,
     by_topic,
@@ -61,12 +62,13 @@ pub(super) async fn fetch(
     session: &Session,
     request: FetchRequest,
     version: i16,
-) -> Result<ResponseKind, Close> {
+) -> Result<Answer, Close> {
     consumer_only(request.replica_id.0.max(request.replica_state.replica_id.0))?;
     if request.session_id != 0 {
         return Ok(ResponseKind::Fetch(
             FetchResponse::default().with_error_code(ErrorCode::FetchSessionIdNotFound.code()),
-        ));
+        )
+        .into());
     }
     let isolation = isolation(request.isolation_level);
     let fetch = api::FetchRequest {
@@ -93,9 +95,12 @@ pub(super) async fn fetch(
             .collect(),
     };
     let results = session.service.fetch(&fetch).await?;
-    Ok(ResponseKind::Fetch(fetch_response(
-        results, isolation, version,
-    )))
+    let mut splices = Splices::default();
+    let response = fetch_response(results, isolation, version, &mut splices);
+    Ok(Answer {
+        response: ResponseKind::Fetch(response),
+        splices,
+    })
 }
 
 /// The codec refuses to encode a field the version lacks (unless it holds its default), so
@@ -104,6 +109,7 @@ fn fetch_response(
     results: Vec<FetchedPartition>,
     isolation: Isolation,
     version: i16,
+    splices: &mut Splices,
 ) -> FetchResponse {
     let responses = by_topic(results.into_iter().map(|r| (r.tp.clone(), r)))
         .into_iter()
@@ -113,7 +119,7 @@ fn fetch_response(
                 .with_partitions(
                     partitions
                         .into_iter()
-                        .map(|(index, r)| partition_data(index, r, isolation, version))
+                        .map(|(index, r)| partition_data(index, r, isolation, version, splices))
                         .collect(),
                 )
         })
@@ -126,6 +132,7 @@ fn partition_data(
     r: FetchedPartition,
     isolation: Isolation,
     version: i16,
+    splices: &mut Splices,
 ) -> PartitionData {
     let mut data = PartitionData::default()
         .with_partition_index(index)
@@ -133,7 +140,7 @@ fn partition_data(
         .with_last_stable_offset(r.last_stable_offset)
         .with_preferred_read_replica(broker_id(None))
         .with_aborted_transactions((isolation == Isolation::ReadCommitted).then(Vec::new))
-        .with_records(Some(r.records));
+        .with_records(Some(splices.set_aside(r.records)));
     if version >= 5 {
         data = data.with_log_start_offset(r.log_start_offset);
     }
@@ -251,4 +258,53 @@ pub(super) async fn offset_for_leader_epoch(
     Ok(ResponseKind::OffsetForLeaderEpoch(
         OffsetForLeaderEpochResponse::default().with_topics(topics),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::api::{LeaderHint, PartitionError};
+
+    #[test]
+    fn answers_encode_at_every_advertised_version() {
+        let (min, max) = super::super::versions::range(ApiKey::Fetch).unwrap();
+        for version in min..=max {
+            let ok = FetchedPartition {
+                tp: TopicPartition::new("t", 0),
+                error: None,
+                high_watermark: 5,
+                last_stable_offset: 5,
+                log_start_offset: 1,
+                log_end_offset: 5,
+                records: Bytes::from_static(b"batch"),
+                next_offset: 5,
+            };
+            let failed = FetchedPartition::failed(
+                TopicPartition::new("t", 1),
+                3,
+                PartitionError::new(
+                    tributary_proto::common::v1::ErrorCode::NotLeaderOrFollower,
+                    "moved",
+                )
+                .with_leader(LeaderHint {
+                    leader: Some(2),
+                    leader_epoch: 4,
+                }),
+            );
+            for isolation in [Isolation::ReadCommitted, Isolation::ReadUncommitted] {
+                let answer = fetch_response(
+                    vec![ok.clone(), failed.clone()],
+                    isolation,
+                    version,
+                    &mut Splices::default(),
+                );
+                let mut out = bytes::BytesMut::new();
+                ResponseKind::Fetch(answer)
+                    .encode(&mut out, version)
+                    .unwrap_or_else(|e| panic!("Fetch v{version}: {e}"));
+            }
+        }
+    }
 }

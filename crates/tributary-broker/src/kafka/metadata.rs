@@ -50,7 +50,8 @@ pub(super) async fn metadata(
             &session.listener,
         )
         .await?;
-    let mut response = response(session, answer, version);
+    let me = session.service.manager().broker_id();
+    let mut response = response(me, answer, version);
     response.topics.extend(unknown_ids.into_iter().map(|id| {
         MetadataResponseTopic::default()
             .with_error_code(ErrorCode::UnknownTopicId.code())
@@ -71,8 +72,7 @@ fn topic_name(session: &Session, id: Uuid) -> Option<String> {
 
 /// Versioned fields are set only from their version on (the codec refuses them before): rack
 /// and controller v1, cluster id v2, offline replicas v5, leader epoch v7, topic id v10.
-fn response(session: &Session, answer: ClusterMetadata, version: i16) -> MetadataResponse {
-    let me = session.service.manager().broker_id();
+fn response(me: i32, answer: ClusterMetadata, version: i16) -> MetadataResponse {
     let alive: Vec<&BrokerEndpoint> = answer
         .brokers
         .iter()
@@ -137,4 +137,50 @@ fn topic(t: TopicMetadata, version: i16) -> MetadataResponseTopic {
                 })
                 .collect(),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::api::PartitionMetadata;
+
+    #[test]
+    fn answers_encode_at_every_advertised_version() {
+        let (min, max) = super::super::versions::range(ApiKey::Metadata).unwrap();
+        for version in min..=max {
+            let answer = ClusterMetadata {
+                brokers: vec![BrokerEndpoint {
+                    id: 1,
+                    address: Some("localhost:9092".into()),
+                    rack: Some("r1".into()),
+                    state: "RUNNING",
+                }],
+                cluster_id: Some("c".into()),
+                controller_id: Some(101),
+                topics: vec![TopicMetadata {
+                    name: "__consumer_offsets".into(),
+                    error: None,
+                    topic_id: Some(Uuid::new_v4()),
+                    partitions: vec![PartitionMetadata {
+                        partition: 0,
+                        error: None,
+                        leader: Some(1),
+                        leader_epoch: 3,
+                        replicas: vec![1, 2],
+                        isr: vec![1],
+                        offline_replicas: vec![2],
+                    }],
+                }],
+                metadata_offset: 9,
+            };
+            let answer = response(1, answer, version);
+            assert_eq!(answer.controller_id.0, if version >= 1 { 1 } else { -1 });
+            let mut out = bytes::BytesMut::new();
+            ResponseKind::Metadata(answer)
+                .encode(&mut out, version)
+                .unwrap_or_else(|e| panic!("Metadata v{version}: {e}"));
+        }
+    }
 }

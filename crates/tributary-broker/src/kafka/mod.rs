@@ -23,6 +23,7 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+mod splice;
 mod versions;
 
 use std::net::SocketAddr;
@@ -70,19 +71,39 @@ pub enum Close {
     Refused(String),
 }
 
+/// An answer, with the record batches set aside from it (`splice`).
+#[derive(Debug)]
+struct Answer {
+    response: ResponseKind,
+    splices: splice::Splices,
+}
+
+impl From<ResponseKind> for Answer {
+    fn from(response: ResponseKind) -> Self {
+        Self {
+            response,
+            splices: splice::Splices::default(),
+        }
+    }
+}
+
 /// Has `request` served; `None` when it gets no answer (Produce with acks=0).
 async fn dispatch(
     session: &Session,
     header: &RequestHeader,
     request: RequestKind,
-) -> Result<Option<ResponseKind>, Close> {
+) -> Result<Option<Answer>, Close> {
     let version = header.request_api_version;
     let response = match request {
         RequestKind::ApiVersions(_) => versions::api_versions(),
         RequestKind::Metadata(r) => metadata::metadata(session, r, version).await?,
-        RequestKind::Produce(r) => return produce::produce(session, r, version).await,
+        RequestKind::Produce(r) => {
+            return Ok(produce::produce(session, r, version)
+                .await?
+                .map(Answer::from));
+        }
         RequestKind::InitProducerId(r) => produce::init_producer_id(session, r).await?,
-        RequestKind::Fetch(r) => fetch::fetch(session, r, version).await?,
+        RequestKind::Fetch(r) => return fetch::fetch(session, r, version).await.map(Some),
         RequestKind::ListOffsets(r) => fetch::list_offsets(session, r, version).await?,
         RequestKind::OffsetForLeaderEpoch(r) => fetch::offset_for_leader_epoch(session, r).await?,
         other => {
@@ -93,7 +114,7 @@ async fn dispatch(
             )));
         }
     };
-    Ok(Some(response))
+    Ok(Some(response.into()))
 }
 
 /// `host:port` (or `[v6]:port`) split for Kafka's broker entries; port 0 if there is none.

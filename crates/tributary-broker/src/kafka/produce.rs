@@ -56,6 +56,19 @@ pub(super) async fn produce(
     if acks == 0 {
         return Ok(None);
     }
+    let address = |id| session.service.advertised_address(id, &session.listener);
+    Ok(Some(ResponseKind::Produce(produce_response(
+        results, version, address,
+    ))))
+}
+
+/// The answer to a Produce at `version`; `address` gives a broker's address on the request's
+/// listener (for KIP-951's leader endpoints).
+fn produce_response(
+    results: crate::service::ProduceResults,
+    version: i16,
+    address: impl Fn(i32) -> Option<String>,
+) -> ProduceResponse {
     let mut endpoints: Vec<NodeEndpoint> = Vec::new();
     let responses = by_topic(results)
         .into_iter()
@@ -98,7 +111,7 @@ pub(super) async fn produce(
                                                 .with_leader_epoch(hint.leader_epoch),
                                         );
                                         if let Some(leader) = hint.leader {
-                                            add_endpoint(session, &mut endpoints, leader);
+                                            add_endpoint(&address, &mut endpoints, leader);
                                         }
                                     }
                                     answer
@@ -109,19 +122,21 @@ pub(super) async fn produce(
                 )
         })
         .collect();
-    Ok(Some(ResponseKind::Produce(
-        ProduceResponse::default()
-            .with_responses(responses)
-            .with_node_endpoints(endpoints),
-    )))
+    ProduceResponse::default()
+        .with_responses(responses)
+        .with_node_endpoints(endpoints)
 }
 
-/// Adds broker `id`'s endpoint on the session's listener, once.
-fn add_endpoint(session: &Session, endpoints: &mut Vec<NodeEndpoint>, id: i32) {
+/// Adds broker `id`'s endpoint, once.
+fn add_endpoint(
+    address: &impl Fn(i32) -> Option<String>,
+    endpoints: &mut Vec<NodeEndpoint>,
+    id: i32,
+) {
     if endpoints.iter().any(|e| e.node_id.0 == id) {
         return;
     }
-    if let Some(address) = session.service.advertised_address(id, &session.listener) {
+    if let Some(address) = address(id) {
         let (host, port) = host_port(&address);
         endpoints.push(
             NodeEndpoint::default()
@@ -152,4 +167,45 @@ pub(super) async fn init_producer_id(
         }
     };
     Ok(ResponseKind::InitProducerId(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::ApiKey;
+
+    use super::*;
+    use crate::api::{LeaderHint, Produced};
+
+    #[test]
+    fn answers_encode_at_every_advertised_version() {
+        let (min, max) = super::super::versions::range(ApiKey::Produce).unwrap();
+        for version in min.max(3)..=max {
+            let results = vec![
+                (
+                    TopicPartition::new("t", 0),
+                    Ok(Produced {
+                        base_offset: 7,
+                        log_append_time_ms: 1,
+                        log_start_offset: 2,
+                    }),
+                ),
+                (
+                    TopicPartition::new("t", 1),
+                    Err(PartitionError::new(
+                        tributary_proto::common::v1::ErrorCode::NotLeaderOrFollower,
+                        "moved",
+                    )
+                    .with_leader(LeaderHint {
+                        leader: Some(2),
+                        leader_epoch: 3,
+                    })),
+                ),
+            ];
+            let answer = produce_response(results, version, |_| Some("h:1".into()));
+            let mut out = bytes::BytesMut::new();
+            ResponseKind::Produce(answer)
+                .encode(&mut out, version)
+                .unwrap_or_else(|e| panic!("Produce v{version}: {e}"));
+        }
+    }
 }

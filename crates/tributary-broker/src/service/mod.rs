@@ -29,6 +29,7 @@ use crate::group::Coordinator;
 use crate::manager::ReplicaManager;
 
 pub use admin::AdminError;
+pub use produce::ProduceResults;
 
 /// Longest long-poll a fetch may ask for.
 pub const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
