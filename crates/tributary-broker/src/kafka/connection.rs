@@ -150,6 +150,8 @@ async fn write_chunks<W: AsyncWrite + Unpin>(
     chunks: &mut VecDeque<Bytes>,
 ) -> std::io::Result<()> {
     const AT_ONCE: usize = 64;
+    // An empty chunk (a spliced answer ending in records) would make a write of nothing.
+    chunks.retain(|c| !c.is_empty());
     while !chunks.is_empty() {
         let slices: Vec<IoSlice<'_>> = chunks
             .iter()
