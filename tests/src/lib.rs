@@ -6,7 +6,13 @@
 //! cross-process test uses it, and so does `cargo xtask cluster-up` (which starts the same
 //! processes detached, under `.tributary/`).
 //!
+//! [`kafka_clients`] finds and runs the third-party Kafka clients (kcat, confluent-kafka,
+//! kafka-python) that `cargo xtask kafka-clients` installs, for the Kafka-protocol tests;
+//! [`kafka_wire`] is a minimal hand-framed Kafka client for raw-socket tests.
+//!
 //! The tests under `tests/` talk to those processes over real gRPC on loopback. The storage
 //! engine's own crash tests (which kill a real writing process) live in `tributary-storage`.
 
 pub mod harness;
+pub mod kafka_clients;
+pub mod kafka_wire;

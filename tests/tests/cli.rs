@@ -467,6 +467,92 @@ async fn the_seeds_first_lab_works_with_only_the_program_name_changed() -> Resul
     Ok(())
 }
 
+/// `--producer-property acks=1` (and `acks=0`) works as in Kafka: idempotence, on by default,
+/// gives way to an acks other than `all`; only an explicit `enable.idempotence=true` with it is
+/// refused, with a message naming both settings. What each produced is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_producer_takes_acks_1_as_kafka_does() -> Result<()> {
+    let mut cluster = Cluster::builder().coordinators(1).brokers(1).start()?;
+    let bootstrap = common::first_broker(&mut cluster)?;
+    let out = tributary(
+        &[
+            "topics",
+            "--create",
+            "--bootstrap-server",
+            &bootstrap,
+            "--replication-factor",
+            "1",
+            "--partitions",
+            "1",
+            "--topic",
+            "acks",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (acks, line) in [("1", "with acks=1"), ("0", "with acks=0")] {
+        let out = tributary(
+            &[
+                "console-producer",
+                "--bootstrap-server",
+                &bootstrap,
+                "--topic",
+                "acks",
+                "--producer-property",
+                &format!("acks={acks}"),
+            ],
+            Some(&format!("{line}\n")),
+        )?;
+        assert!(
+            out.status.success(),
+            "acks={acks} without enable.idempotence: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = tributary(
+        &[
+            "console-producer",
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "acks",
+            "--producer-property",
+            "acks=1",
+            "--producer-property",
+            "enable.idempotence=true",
+        ],
+        Some("never sent\n"),
+    )?;
+    assert!(
+        !out.status.success(),
+        "the explicit contradiction is refused"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("enable.idempotence=true contradicts acks=1"),
+        "{stderr}"
+    );
+
+    let out = tributary(
+        &[
+            "console-consumer",
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            "acks",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "20000",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "with acks=1\nwith acks=0\n");
+    Ok(())
+}
+
 /// `tributary dump-log` over segment files the storage engine wrote: every batch's header line
 /// (offsets, producer id, epoch and sequences, leader epoch) and with `--print-data-log` every
 /// record; a file that is not a segment, or whose tail is torn, fails with the path and the

@@ -6,6 +6,7 @@
 mod cluster;
 mod deploy;
 mod docker;
+mod kafka_clients;
 mod layering;
 
 use std::process::{Command, ExitCode};
@@ -18,8 +19,9 @@ cargo xtask <task> [options]
 tasks:
   test [--no-lint] [--no-docker]
                      every check and test of the workspace: rustfmt, clippy (-D warnings),
-                     then builds every binary and runs all unit, property, crash, integration
-                     and doc tests, deploy-check and compose-test (--no-lint: skip rustfmt
+                     then builds every binary, installs the Kafka clients (kafka-clients)
+                     and runs all unit, property, crash, integration and doc tests,
+                     deploy-check and compose-test (--no-lint: skip rustfmt
                      and clippy; --no-docker: skip compose-test), a 150-second chaos run and,
                      where Docker runs, a 120-second one against Compose (--no-chaos: skip
                      both)
@@ -39,9 +41,10 @@ tasks:
 /// The help text: the tasks above, the cluster tasks, `help`.
 fn help() -> String {
     format!(
-        "{HELP}{}{}  help               this text\n",
+        "{HELP}{}{}{}  help               this text\n",
         cluster::HELP,
-        docker::HELP
+        docker::HELP,
+        kafka_clients::HELP
     )
 }
 
@@ -70,6 +73,7 @@ fn run(args: Vec<String>) -> Result<()> {
         "compose-test" => docker::compose_test(rest, &workspace_root()),
         "deploy-check" => deploy_check(rest),
         "layering" => layering::check(&workspace_root()),
+        "kafka-clients" => kafka_clients::run(rest, &workspace_root()),
         "help" | "--help" | "-h" => {
             print!("{}", help());
             Ok(())
@@ -79,7 +83,7 @@ fn run(args: Vec<String>) -> Result<()> {
 }
 
 /// `cargo xtask test`: rustfmt, the layering rules and clippy (unless `--no-lint`), `cargo build --workspace
-/// --bins`, `cargo test --workspace --all-targets`, the doctests, then `deploy-check` and
+/// --bins`, `kafka-clients`, `cargo test --workspace --all-targets`, the doctests, then `deploy-check` and
 /// `compose-test` (unless `--no-docker`; skipped with a message where no Docker engine runs).
 ///
 /// The build step is what puts `target/debug/tributary-coordinator` (and every other service
@@ -111,8 +115,10 @@ fn test(args: &[String]) -> Result<()> {
             "warnings",
         ])?;
     }
-    // Every binary first, for the harness (see above).
+    // Every binary first, for the harness (see above), and the third-party Kafka clients the
+    // Kafka-protocol tests drive.
     cargo(&["build", "--workspace", "--bins"])?;
+    kafka_clients::ensure(&workspace_root())?;
     // Benchmarks are compiled (so they cannot rot) but only run by `cargo bench`.
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;

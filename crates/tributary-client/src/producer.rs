@@ -275,6 +275,16 @@ impl Producer {
                 ),
             ));
         }
+        // Kafka accepts any buffer.memory and refuses, at send, a record that could never fit.
+        if size > inner.config.buffer_memory {
+            return Err(ClientError::broker(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "the record is {size} bytes, more than buffer.memory = {}",
+                    inner.config.buffer_memory
+                ),
+            ));
+        }
         let permit = inner
             .buffer
             .clone()
