@@ -10,6 +10,7 @@
 //!   order (Kafka's rule: an idempotent producer's batches must not be reordered).
 //! - `versions`: the APIs and versions this broker advertises, ApiVersions and KIP-511.
 //! - `produce`, `fetch`, `metadata`, `groups`, `admin`: one file per family of APIs.
+//! - `records`: DeleteRecords and DescribeLogDirs.
 //!
 //! Invariants: a frame over [`MAX_REQUEST_BYTES`], an unknown API key, a version outside the
 //! advertised range (other than the documented answers) or an undecodable request closes the
@@ -23,6 +24,7 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+mod records;
 mod splice;
 mod versions;
 
@@ -106,6 +108,8 @@ async fn dispatch(
         RequestKind::Fetch(r) => return fetch::fetch(session, r, version).await.map(Some),
         RequestKind::ListOffsets(r) => fetch::list_offsets(session, r, version).await?,
         RequestKind::OffsetForLeaderEpoch(r) => fetch::offset_for_leader_epoch(session, r).await?,
+        RequestKind::DeleteRecords(r) => records::delete_records(session, r).await?,
+        RequestKind::DescribeLogDirs(r) => records::describe_log_dirs(session, r, version).await?,
         other => {
             // `versions::out_of_range` refuses every API not listed, so this is a bug.
             return Err(Close::Refused(format!(
