@@ -13,7 +13,8 @@ pub mod common {
     }
 }
 
-/// The brokers' client-facing API: Metadata, Produce, Fetch, ListOffsets.
+/// The brokers' client-facing API: Metadata, Produce, Fetch, ListOffsets, DeleteRecords,
+/// DescribeLogDirs.
 pub mod broker {
     /// Version 1 of the broker API.
     pub mod v1 {

@@ -102,7 +102,8 @@ fn module_cycles(src: &Path) -> Result<Vec<String>> {
             .to_owned();
         if path.is_dir() {
             if name != "bin" {
-                modules.insert(name, rust_files(&path)?);
+                // `a.rs` with its children in `a/` is one module, whichever is listed first.
+                modules.entry(name).or_default().extend(rust_files(&path)?);
             }
         } else if let Some(stem) = name.strip_suffix(".rs")
             && stem != "lib"
@@ -278,6 +279,21 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.contains("a -> b -> c -> a")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_module_file_and_its_directory_of_children_count_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path();
+        write(src, "lib.rs", "mod a; mod b;");
+        write(src, "a.rs", "mod child; use crate::b::B;");
+        write(src, "a/child.rs", "pub struct C;");
+        write(src, "b.rs", "use crate::a::A;");
+        let problems = module_cycles(src).unwrap();
+        assert!(
+            problems.iter().any(|p| p.contains("a -> b -> a")),
+            "a.rs's reference counts although a/ holds children: {problems:?}"
         );
     }
 

@@ -217,6 +217,8 @@ pub struct ReplicaFetchPartition {
     pub leader_epoch: i32,
     /// Byte bound for this partition.
     pub max_bytes: usize,
+    /// The follower's log start offset (-1: unknown), for the leader's low watermark.
+    pub log_start_offset: i64,
 }
 
 /// A follower's fetch (Kafka's Fetch with a replica id).
@@ -234,6 +236,43 @@ pub struct ReplicaFetchRequest {
     pub max_bytes: usize,
     /// Partitions and the follower's positions.
     pub partitions: Vec<ReplicaFetchPartition>,
+}
+
+/// Kafka's DeleteRecords offset meaning "the high watermark" (everything committed).
+pub const DELETE_TO_HIGH_WATERMARK: i64 = -1;
+
+/// A DeleteRecords request (Kafka's): records below each offset go, on every replica.
+#[derive(Debug, Clone)]
+pub struct DeleteRecordsRequest {
+    /// How long to wait for every live replica's log start offset to reach the offsets.
+    pub timeout: Duration,
+    /// Per partition, the offset records are deleted below (or [`DELETE_TO_HIGH_WATERMARK`]).
+    pub partitions: Vec<(TopicPartition, i64)>,
+}
+
+/// One partition of a data directory, as DescribeLogDirs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirPartition {
+    /// Which partition.
+    pub tp: TopicPartition,
+    /// The size of its segments' data.
+    pub size_bytes: u64,
+    /// 0 on the leader; on a follower, how far its log end is behind the leader's as of its
+    /// last fetch (0 until it knows).
+    pub offset_lag: i64,
+}
+
+/// A data directory, as DescribeLogDirs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDir {
+    /// Its absolute path.
+    pub path: String,
+    /// The size of the volume it is on (-1: unknown).
+    pub total_bytes: i64,
+    /// The space left on that volume for the broker (-1: unknown).
+    pub usable_bytes: i64,
+    /// The partitions asked for that it holds.
+    pub partitions: Vec<LogDirPartition>,
 }
 
 /// One partition of an OffsetsForLeaderEpoch request (KIP-101/279).

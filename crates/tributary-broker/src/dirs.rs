@@ -98,6 +98,16 @@ impl DataDir {
         &self.path
     }
 
+    /// The size of the volume the directory is on and the bytes left on it for an unprivileged
+    /// process (Java's `FileStore.getTotalSpace` and `getUsableSpace`, which Kafka reports).
+    pub fn volume_space(&self) -> std::io::Result<(u64, u64)> {
+        let stat = rustix::fs::statvfs(&self.path)?;
+        Ok((
+            stat.f_blocks.saturating_mul(stat.f_frsize),
+            stat.f_bavail.saturating_mul(stat.f_frsize),
+        ))
+    }
+
     fn read_meta(&self) -> Result<Option<Meta>> {
         let file = self.path.join(META_FILE);
         let text = match std::fs::read_to_string(&file) {
@@ -363,6 +373,24 @@ mod tests {
         assert!(err.contains("belongs to broker 2"), "{err}");
         let (_dir, meta) = DataDir::open(tmp.path(), 2).unwrap();
         assert_eq!(meta.cluster_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn the_volume_space_is_the_file_systems() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, _) = DataDir::open(tmp.path(), 1).unwrap();
+        let (total, usable) = dir.volume_space().unwrap();
+        assert!(total > 0, "a volume has a size");
+        assert!(usable <= total, "{usable} usable of {total}");
+        drop(dir);
+        let gone = DataDir {
+            path: tmp.path().join("missing"),
+            _lock: File::open(tmp.path()).unwrap(),
+        };
+        assert!(
+            gone.volume_space().is_err(),
+            "a missing directory is an error"
+        );
     }
 
     #[test]

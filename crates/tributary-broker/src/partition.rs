@@ -5,6 +5,10 @@
 //! lock is held (shared) across an append, so a role change waits for appends in flight and no
 //! append lands under an epoch the broker has already left; the high watermark never goes
 //! backwards while leading.
+//!
+//! The log start offset (`records`): a leader moves it for DeleteRecords; followers report
+//! theirs in each fetch and take the leader's; the low watermark is the smallest among the
+//! live replicas.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -20,6 +24,8 @@ use uuid::Uuid;
 use crate::api::{FetchedPartition, FoundOffset, Isolation, PartitionError, TopicPartition};
 use crate::producers::{BATCHES_KEPT, ProducerState, Verdict};
 use crate::topic_config::TopicConfig;
+
+mod records;
 
 /// How many of the log's last batches a broker taking over as leader checks against its
 /// producer state.
@@ -70,6 +76,8 @@ pub struct Partition {
     pending_isr: Mutex<Option<IsrProposal>>,
     /// While leading: the log end offset when this leader epoch began.
     epoch_start_offset: AtomicI64,
+    /// While following: the leader's log end offset as of the last fetch (-1: not known).
+    leader_log_end: AtomicI64,
     /// Idempotent producers' recent batches (leader and followers alike).
     producers: Mutex<ProducerState>,
     /// The topic's `min.insync.replicas` (see [`TopicConfig`]).
@@ -85,6 +93,8 @@ struct FollowerState {
     /// The follower's log end offset (its last fetch offset); -1 until it fetches from this
     /// leader epoch.
     leo: i64,
+    /// The follower's log start offset, as its last fetch said; -1 until then.
+    log_start: i64,
     /// When the follower was last known to have everything the leader had.
     last_caught_up: Instant,
     /// The leader's log end offset at the follower's previous fetch, and when that was.
@@ -129,6 +139,7 @@ impl Partition {
             followers: Mutex::new(HashMap::new()),
             pending_isr: Mutex::new(None),
             epoch_start_offset: AtomicI64::new(0),
+            leader_log_end: AtomicI64::new(-1),
             min_insync_replicas: AtomicUsize::new(1),
             data_version,
         }
@@ -185,6 +196,7 @@ impl Partition {
                         b,
                         FollowerState {
                             leo: -1,
+                            log_start: -1,
                             last_caught_up: now,
                             last_fetch_leader_leo: -1,
                             last_fetch_time: now,
@@ -224,6 +236,9 @@ impl Partition {
             if self.high_watermark() > leo {
                 self.high_watermark.store(leo, Ordering::Release);
             }
+        }
+        if role.leader != state.leader || role.leader_epoch != state.leader_epoch {
+            self.leader_log_end.store(-1, Ordering::Release);
         }
         *role = Role {
             leader: state.leader,
@@ -583,8 +598,9 @@ impl Partition {
 
 impl Partition {
     /// A follower's fetch, on the leader: reads from `offset` up to the log end, notes the
-    /// follower's log end offset and whether it is caught up, moves the high watermark, and
-    /// returns an ISR expansion to propose when the follower has caught up.
+    /// follower's log end offset, its log start offset (`log_start_offset`, -1 if unknown) and
+    /// whether it is caught up, moves the high watermark, and returns an ISR expansion to
+    /// propose when the follower has caught up.
     // Each argument is one of Kafka's fetch fields or a fact the caller checked; a struct
     // would only rename them.
     #[allow(clippy::too_many_arguments)]
@@ -592,6 +608,7 @@ impl Partition {
         &self,
         replica: BrokerId,
         offset: i64,
+        log_start_offset: i64,
         leader_epoch: i32,
         max_bytes: usize,
         min_one_batch: bool,
@@ -615,10 +632,12 @@ impl Partition {
             .read(offset, max_bytes, None, min_one_batch)
             .map_err(|e| storage_error(&self.tp, e))?;
         let leader_leo = read.log_end_offset;
+        let low_watermark_moved;
         {
             let mut followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
             let state = followers.entry(replica).or_insert(FollowerState {
                 leo: -1,
+                log_start: -1,
                 last_caught_up: now,
                 last_fetch_leader_leo: -1,
                 last_fetch_time: now,
@@ -631,6 +650,12 @@ impl Partition {
             state.last_fetch_leader_leo = leader_leo;
             state.last_fetch_time = now;
             state.leo = offset;
+            // A DeleteRecords waiting for the low watermark re-checks when it may have moved.
+            low_watermark_moved = log_start_offset != state.log_start;
+            state.log_start = log_start_offset;
+        }
+        if low_watermark_moved {
+            self.bump();
         }
         self.advance_high_watermark(&role);
         let high_watermark = self.high_watermark();
@@ -1092,16 +1117,21 @@ mod tests {
         p.append(&batch(&["a", "b", "c"]), None).unwrap();
         assert_eq!(p.high_watermark(), 0, "follower 2 has not fetched yet");
         let now = Instant::now();
-        let (_, proposal) = p.replica_fetch(2, 0, 0, 1 << 20, true, true, now).unwrap();
+        let (_, proposal) = p
+            .replica_fetch(2, 0, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         assert_eq!(proposal, None, "already in the ISR");
         assert_eq!(p.high_watermark(), 0);
-        p.replica_fetch(2, 2, 0, 1 << 20, true, true, now).unwrap();
+        p.replica_fetch(2, 2, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         assert_eq!(p.high_watermark(), 2);
-        p.replica_fetch(2, 3, 0, 1 << 20, true, true, now).unwrap();
+        p.replica_fetch(2, 3, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         assert_eq!(p.high_watermark(), 3);
         // A replica outside the ISR does not hold the high watermark back.
         p.append(&batch(&["d"]), None).unwrap();
-        p.replica_fetch(2, 4, 0, 1 << 20, true, true, now).unwrap();
+        p.replica_fetch(2, 4, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         assert_eq!(p.high_watermark(), 4);
         assert!(p.committed(3, 0, None).unwrap());
         assert!(!p.committed(4, 0, None).unwrap());
@@ -1115,9 +1145,13 @@ mod tests {
         p.append(&batch(&["a", "b"]), None).unwrap();
         assert_eq!(p.high_watermark(), 2, "the leader alone is the ISR");
         let now = Instant::now();
-        let (_, proposal) = p.replica_fetch(3, 1, 0, 1 << 20, true, true, now).unwrap();
+        let (_, proposal) = p
+            .replica_fetch(3, 1, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         assert_eq!(proposal, None, "not caught up: below the high watermark");
-        let (_, proposal) = p.replica_fetch(3, 2, 0, 1 << 20, true, true, now).unwrap();
+        let (_, proposal) = p
+            .replica_fetch(3, 2, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         let proposal = proposal.expect("caught up: expand");
         assert_eq!(proposal.new_isr, [1, 3]);
         assert_eq!(proposal.partition_epoch, 0);
@@ -1127,11 +1161,14 @@ mod tests {
             2,
             "replica 3 lacks offset 2, and may be in the ISR"
         );
-        let (_, again) = p.replica_fetch(3, 2, 0, 1 << 20, true, true, now).unwrap();
+        let (_, again) = p
+            .replica_fetch(3, 2, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         assert_eq!(again, None, "one change at a time");
         // The controller commits it.
         p.apply_state(&state(1, 0, &[1, 3], 1)).unwrap();
-        p.replica_fetch(3, 3, 0, 1 << 20, true, true, now).unwrap();
+        p.replica_fetch(3, 3, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         assert_eq!(p.high_watermark(), 3);
     }
 
@@ -1142,9 +1179,9 @@ mod tests {
         p.apply_state(&state(1, 0, &[1, 2, 3], 0)).unwrap();
         let start = Instant::now();
         p.append(&batch(&["a"]), None).unwrap();
-        p.replica_fetch(2, 1, 0, 1 << 20, true, true, start)
+        p.replica_fetch(2, 1, 0, 0, 1 << 20, true, true, start)
             .unwrap();
-        p.replica_fetch(3, 0, 0, 1 << 20, true, true, start)
+        p.replica_fetch(3, 0, 0, 0, 1 << 20, true, true, start)
             .unwrap();
         assert_eq!(p.high_watermark(), 0);
         let lag = Duration::from_secs(30);
@@ -1156,6 +1193,7 @@ mod tests {
         p.replica_fetch(
             2,
             1,
+            0,
             0,
             1 << 20,
             true,
@@ -1178,21 +1216,25 @@ mod tests {
         let p = partition(1, tmp.path());
         p.apply_state(&state(1, 0, &[1], 0)).unwrap();
         let now = Instant::now();
-        let (_, proposal) = p.replica_fetch(2, 0, 0, 1 << 20, true, true, now).unwrap();
+        let (_, proposal) = p
+            .replica_fetch(2, 0, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         let proposal = proposal.unwrap();
         p.proposal_failed(&proposal);
-        let (_, again) = p.replica_fetch(2, 0, 0, 1 << 20, true, true, now).unwrap();
+        let (_, again) = p
+            .replica_fetch(2, 0, 0, 0, 1 << 20, true, true, now)
+            .unwrap();
         assert_eq!(again, Some(proposal));
         // A stale fetch epoch is refused; then leadership moves to broker 2.
         let err = p
-            .replica_fetch(2, 0, 7, 1 << 20, true, true, now)
+            .replica_fetch(2, 0, 0, 7, 1 << 20, true, true, now)
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownLeaderEpoch);
         p.apply_state(&state(2, 1, &[1, 2], 1)).unwrap();
         let err = p.append(&batch(&["x"]), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::NotLeaderOrFollower);
         let err = p
-            .replica_fetch(3, 0, 1, 1 << 20, true, true, now)
+            .replica_fetch(3, 0, 0, 1, 1 << 20, true, true, now)
             .unwrap_err();
         assert_eq!(
             err.code,

@@ -426,6 +426,7 @@ async fn run(
                         fetch_offset: partition.log().log_end_offset(),
                         current_leader_epoch: *epoch,
                         partition_max_bytes: config.replica_fetch_max_bytes,
+                        log_start_offset: Some(partition.log().log_start_offset()),
                     },
                 )
                 .collect(),
@@ -488,6 +489,7 @@ async fn run(
                     records: data.records,
                     high_watermark: data.high_watermark,
                     log_start_offset: data.log_start_offset,
+                    log_end_offset: data.log_end_offset,
                 },
             );
             mark(&fetcher, &tp, *epoch, step);
@@ -570,11 +572,14 @@ pub struct Fetched {
     pub high_watermark: i64,
     /// The leader's log start offset.
     pub log_start_offset: i64,
+    /// The leader's log end offset.
+    pub log_end_offset: i64,
 }
 
 /// A follower takes the leader's answer to its fetch of one partition: appends the batches
-/// unchanged and learns the high watermark, restarts its log at the leader's log start if it
-/// fell behind it, or decides to truncate again.
+/// unchanged and learns the high watermark and the leader's log start offset (records deleted
+/// on the leader go here too), restarts its log at the leader's log start if it fell behind
+/// it, or decides to truncate again.
 pub fn on_fetched(
     partition: &Partition,
     leader: BrokerId,
@@ -589,7 +594,20 @@ pub fn on_fetched(
             fetched.records,
             fetched.high_watermark,
         ) {
-            Ok(()) => FollowStep::Fetch,
+            Ok(()) => match partition.follow_leader_log(
+                leader,
+                following_epoch,
+                fetched.log_start_offset,
+                fetched.log_end_offset,
+            ) {
+                Ok(()) => FollowStep::Fetch,
+                Err(err) if err.code == ErrorCode::FencedLeaderEpoch => FollowStep::Unchanged,
+                // The records are in; the next answer carries the log start again.
+                Err(err) => {
+                    tracing::warn!(partition = %tp, error = %err.message, "taking the leader's log start offset failed");
+                    FollowStep::Fetch
+                }
+            },
             // The role moved on meanwhile: the next update re-targets it.
             Err(err) if err.code == ErrorCode::FencedLeaderEpoch => FollowStep::Unchanged,
             Err(err) => {

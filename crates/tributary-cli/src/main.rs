@@ -7,6 +7,7 @@ mod console;
 mod dump;
 mod groups;
 mod perf;
+mod records;
 mod topics;
 
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
     ConsumerPerfTest(perf::ConsumerPerfArgs),
     /// The record batches of segment files, read offline (kafka-dump-log).
     DumpLog(dump::DumpLogArgs),
+    /// Delete the records below given offsets, on every replica (kafka-delete-records).
+    DeleteRecords(records::DeleteRecordsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
             }) => describe_cluster(&bootstrap_server).await,
             Command::ProducerPerfTest(args) => perf::producer(args).await,
             Command::ConsumerPerfTest(args) => perf::consumer(args).await,
+            Command::DeleteRecords(args) => records::delete_records(args).await,
             Command::DumpLog(args) => Ok(match dump::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

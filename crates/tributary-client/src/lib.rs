@@ -19,6 +19,7 @@ pub mod error;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod records;
 
 pub use admin::Admin;
 pub use config::{ConsumerConfig, OffsetReset, ProducerConfig, Properties};

@@ -330,4 +330,22 @@ impl Broker for BrokerService {
             .collect();
         Ok(Response::new(pb::ListOffsetsResponse { topics }))
     }
+
+    async fn delete_records(
+        &self,
+        request: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        let answer =
+            super::records::delete_records(&self.service, &self.listener, request.into_inner())
+                .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn describe_log_dirs(
+        &self,
+        request: Request<pb::DescribeLogDirsRequest>,
+    ) -> Result<Response<pb::DescribeLogDirsResponse>, Status> {
+        let answer = super::records::describe_log_dirs(&self.service, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
 }

@@ -2,7 +2,8 @@
 //! protobuf messages and the service layer (`service`). No request logic lives here.
 //!
 //! - `broker`: `tributary.broker.v1.Broker` (Metadata, Produce, Fetch, FetchStream,
-//!   InitProducerId, ListOffsets), one instance per listener.
+//!   InitProducerId, ListOffsets, DeleteRecords and DescribeLogDirs, the last two in
+//!   `records`), one instance per listener.
 //! - `admin`: `tributary.coordinator.v1.Admin` as brokers serve it (forwarded).
 //! - `group`: `tributary.broker.v1.Group` (the group APIs), one instance per listener.
 //! - `replication`: `tributary.broker.v1.Replication` (followers' fetches).
@@ -10,6 +11,7 @@
 mod admin;
 mod broker;
 mod group;
+mod records;
 mod replication;
 
 pub use admin::AdminService;

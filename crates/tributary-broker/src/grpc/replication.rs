@@ -32,6 +32,7 @@ fn replica_fetch_request(req: &pb::ReplicaFetchRequest) -> ReplicaFetchRequest {
                 offset: p.fetch_offset,
                 leader_epoch: p.current_leader_epoch,
                 max_bytes: p.partition_max_bytes as usize,
+                log_start_offset: p.log_start_offset.unwrap_or(-1),
             })
             .collect(),
     }

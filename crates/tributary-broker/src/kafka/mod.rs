@@ -11,6 +11,7 @@
 //! - `versions`: the APIs and versions this broker advertises, ApiVersions and KIP-511.
 //! - `produce`, `fetch`, `metadata`, `groups`, `admin`: one file per family of APIs.
 //! - `configs`: the config APIs (DescribeConfigs, AlterConfigs, IncrementalAlterConfigs).
+//! - `records`: DeleteRecords and DescribeLogDirs.
 //!
 //! Invariants: a frame over [`MAX_REQUEST_BYTES`], an unknown API key, a version outside the
 //! advertised range (other than the documented answers) or an undecodable request closes the
@@ -25,6 +26,7 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+mod records;
 mod splice;
 mod versions;
 
@@ -128,6 +130,8 @@ async fn dispatch(
         RequestKind::IncrementalAlterConfigs(r) => {
             configs::incremental_alter_configs(session, r).await?
         }
+        RequestKind::DeleteRecords(r) => records::delete_records(session, r).await?,
+        RequestKind::DescribeLogDirs(r) => records::describe_log_dirs(session, r, version).await?,
         other => {
             // `versions::out_of_range` refuses every API not listed, so this is a bug.
             return Err(Close::Refused(format!(

@@ -6,6 +6,7 @@
 //! - `append`: leader appends, acks=all waits.
 //! - `read`: consumer and follower fetches, ListOffsets, OffsetsForLeaderEpoch.
 //! - `maintenance`: flush, checkpoints, retention, compaction, close.
+//! - `records`: DeleteRecords (and its wait for the low watermark), DescribeLogDirs.
 //! - `poll`: the one long-poll loop every waiting request uses.
 //!
 //! Invariants: no request sees a topic in the image whose log is not open yet (`settle`); a
@@ -17,6 +18,7 @@ mod maintenance;
 mod poll;
 mod read;
 mod reconcile;
+mod records;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -37,6 +39,7 @@ use crate::partition::Partition;
 use crate::session::BrokerSession;
 
 pub use read::Followed;
+pub use records::DeleteRecordsResults;
 
 /// How long a request waits for the partitions to catch up with the metadata already applied.
 const SETTLE_WAIT: Duration = Duration::from_secs(5);

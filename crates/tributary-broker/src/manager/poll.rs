@@ -1,5 +1,5 @@
 //! The long poll: the one loop behind every request that waits for data or replication
-//! (consumer fetches, follower fetches, acks=all produces).
+//! (consumer fetches, follower fetches, acks=all produces, DeleteRecords).
 
 use std::ops::ControlFlow;
 

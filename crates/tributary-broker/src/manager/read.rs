@@ -176,6 +176,7 @@ impl ReplicaManager {
                     partition.replica_fetch(
                         replica,
                         p.offset,
+                        p.log_start_offset,
                         p.leader_epoch,
                         p.max_bytes.min(remaining),
                         first_data,

@@ -10,16 +10,18 @@
 //! - `groups`: the group APIs, on `tributary-group`'s coordinator.
 //! - `admin`: admin calls forwarded to the coordinators, answered once this broker has applied
 //!   the change (read-your-writes).
+//! - `records`: DeleteRecords and DescribeLogDirs, which act on this broker's own logs.
 //!
 //! Invariants: nothing is served before the broker is ready (logs recovered and reconciled);
 //! request metrics are counted here, once for every protocol; clients cannot produce to
-//! internal topics.
+//! internal topics nor delete their records.
 
 mod admin;
 mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+mod records;
 mod replication;
 
 use std::sync::Arc;

@@ -10,8 +10,8 @@ use tributary_proto::common::v1::ErrorCode;
 use uuid::Uuid;
 
 use super::{
-    ALTER_RETRY, Event, FETCH_TIMEOUT, Follow, MIN_INSYNC, Ms, Msg, Node, PARTITION_MAX_BYTES,
-    PRODUCE_TIMEOUT, PendingAck, SESSION_TIMEOUT, Sim, TOPIC, open_partition,
+    ALTER_RETRY, Event, FETCH_TIMEOUT, FetchPosition, Follow, MIN_INSYNC, Ms, Msg, Node,
+    PARTITION_MAX_BYTES, PRODUCE_TIMEOUT, PendingAck, SESSION_TIMEOUT, Sim, TOPIC, open_partition,
 };
 
 impl Sim {
@@ -145,11 +145,14 @@ impl Sim {
             let msg = if !queries.is_empty() {
                 Msg::EpochQuery { request, queries }
             } else {
-                let partitions: Vec<(i32, i64, i32)> = b
+                let partitions: Vec<FetchPosition> = b
                     .follows
                     .iter()
                     .filter(|(_, f)| f.leader == leader && f.retry_at <= now && f.truncated)
-                    .map(|(p, f)| (*p, b.partitions[p].log().log_end_offset(), f.epoch))
+                    .map(|(p, f)| {
+                        let log = b.partitions[p].log();
+                        (*p, log.log_end_offset(), log.log_start_offset(), f.epoch)
+                    })
                     .collect();
                 if partitions.is_empty() {
                     continue;
@@ -388,7 +391,7 @@ impl Sim {
         follower: BrokerId,
         broker_epoch: u64,
         request: u64,
-        partitions: Vec<(i32, i64, i32)>,
+        partitions: Vec<FetchPosition>,
     ) -> Msg {
         let b = &self.brokers[&id];
         if let Err(err) = b.image.registered_broker(follower, broker_epoch) {
@@ -408,7 +411,7 @@ impl Sim {
         let mut first_data = true;
         let mut answers = Vec::new();
         let mut proposals = Vec::new();
-        for (p, offset, epoch) in partitions {
+        for (p, offset, log_start, epoch) in partitions {
             let outcome = match b.partitions.get(&p) {
                 None => Err((ErrorCode::NotLeaderOrFollower, None)),
                 Some(_) if fenced => Err((ErrorCode::NotLeaderOrFollower, None)),
@@ -416,6 +419,7 @@ impl Sim {
                     .replica_fetch(
                         follower,
                         offset,
+                        log_start,
                         epoch,
                         PARTITION_MAX_BYTES,
                         first_data,
@@ -435,6 +439,7 @@ impl Sim {
                         records: fetched.records,
                         high_watermark: fetched.high_watermark,
                         log_start_offset: fetched.log_start_offset,
+                        log_end_offset: fetched.log_end_offset,
                     }
                 }
                 Err((code, range)) => Fetched {
@@ -442,6 +447,7 @@ impl Sim {
                     records: Bytes::new(),
                     high_watermark: -1,
                     log_start_offset: range.map_or(-1, |(start, _)| start),
+                    log_end_offset: range.map_or(-1, |(_, end)| end),
                 },
             };
             answers.push((p, epoch, fetched));

@@ -119,6 +119,10 @@ const DELIVERY_TIMEOUT: Ms = 3_000;
 /// A produce request unanswered this long is sent again.
 const REQUEST_TIMEOUT: Ms = 1_000;
 
+/// One partition of a follower's fetch: partition, log end offset, log start offset, leader
+/// epoch followed.
+type FetchPosition = (i32, i64, i64, i32);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Node {
     Controller,
@@ -169,7 +173,7 @@ enum Msg {
     Fetch {
         request: u64,
         broker_epoch: u64,
-        partitions: Vec<(i32, i64, i32)>,
+        partitions: Vec<FetchPosition>,
     },
     FetchAnswer {
         request: u64,
