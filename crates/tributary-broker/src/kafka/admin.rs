@@ -510,16 +510,7 @@ fn describe_cluster_response(
     answer: crate::api::ClusterMetadata,
     me: tributary_metadata::BrokerId,
 ) -> DescribeClusterResponse {
-    let alive: Vec<&crate::api::BrokerEndpoint> = answer
-        .brokers
-        .iter()
-        .filter(|b| b.state != "FENCED" && b.address.is_some())
-        .collect();
-    let controller = alive
-        .iter()
-        .find(|b| b.id == me)
-        .or_else(|| alive.first())
-        .map(|b| b.id);
+    let (alive, controller) = super::live_brokers(&answer.brokers, me);
     DescribeClusterResponse::default()
         .with_error_message(None)
         .with_cluster_id(str_bytes(answer.cluster_id.clone().unwrap_or_default()))

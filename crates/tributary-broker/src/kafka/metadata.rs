@@ -10,7 +10,7 @@ use tributary_kafka::ErrorCode;
 use uuid::Uuid;
 
 use super::{Close, Session, broker_id, host_port, str_bytes};
-use crate::api::{self, BrokerEndpoint, ClusterMetadata, PartitionError, TopicMetadata};
+use crate::api::{self, ClusterMetadata, PartitionError, TopicMetadata};
 use crate::service::is_internal_topic;
 
 /// Kafka's Metadata.
@@ -73,16 +73,7 @@ fn topic_name(session: &Session, id: Uuid) -> Option<String> {
 /// Versioned fields are set only from their version on (the codec refuses them before): rack
 /// and controller v1, cluster id v2, offline replicas v5, leader epoch v7, topic id v10.
 fn response(me: i32, answer: ClusterMetadata, version: i16) -> MetadataResponse {
-    let alive: Vec<&BrokerEndpoint> = answer
-        .brokers
-        .iter()
-        .filter(|b| b.state != "FENCED" && b.address.is_some())
-        .collect();
-    let controller = alive
-        .iter()
-        .find(|b| b.id == me)
-        .or_else(|| alive.first())
-        .map(|b| b.id);
+    let (alive, controller) = super::live_brokers(&answer.brokers, me);
     MetadataResponse::default()
         .with_brokers(
             alive
@@ -144,7 +135,7 @@ mod tests {
     use kafka_protocol::messages::ApiKey;
 
     use super::*;
-    use crate::api::PartitionMetadata;
+    use crate::api::{BrokerEndpoint, PartitionMetadata};
 
     #[test]
     fn answers_encode_at_every_advertised_version() {

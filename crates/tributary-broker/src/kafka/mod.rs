@@ -157,6 +157,28 @@ pub(crate) fn host_port(address: &str) -> (StrBytes, i32) {
     }
 }
 
+/// The brokers a Kafka client may use (not fenced, with an address on the request's listener)
+/// and the one named as controller: this broker if it is among them, else the first (KRaft's
+/// rule: the real controllers are not reachable by clients). Metadata and DescribeCluster.
+pub(crate) fn live_brokers(
+    brokers: &[crate::api::BrokerEndpoint],
+    me: tributary_metadata::BrokerId,
+) -> (
+    Vec<&crate::api::BrokerEndpoint>,
+    Option<tributary_metadata::BrokerId>,
+) {
+    let alive: Vec<_> = brokers
+        .iter()
+        .filter(|b| b.state != "FENCED" && b.address.is_some())
+        .collect();
+    let controller = alive
+        .iter()
+        .find(|b| b.id == me)
+        .or_else(|| alive.first())
+        .map(|b| b.id);
+    (alive, controller)
+}
+
 /// A Kafka string from ours.
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
